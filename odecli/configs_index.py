@@ -1,0 +1,67 @@
+"""Where the config tree lives and what its groups offer, without importing Hydra or torch.
+
+`odecli list` and `--help` only read file names and each YAML file's first comment line, so
+they stay fast (no torch import on those paths).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .errors import OdecliError
+
+# Config groups each primary config composes (shown in --help).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "train": ("system", "model", "solver", "gradient", "device", "experiment"),
+    "spiral_vae": ("solver", "gradient", "device"),
+    "ecg_vae": ("solver", "gradient", "device"),
+}
+LISTED = ("system", "model", "solver", "gradient", "device", "experiment")
+
+
+def config_dir() -> Path:
+    """The configs/ tree: packaged as `odecli.configs`, or beside the package in a checkout."""
+    spec = importlib.util.find_spec("odecli.configs")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if (Path(location) / "train.yaml").exists():
+                return Path(location)
+    here = Path(__file__).resolve().parent.parent / "configs"
+    if (here / "train.yaml").exists():
+        return here
+    raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")
+
+
+def description(path: Path) -> str:
+    """First comment line of a YAML file that is not a Hydra directive."""
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#") and not text.startswith("# @"):
+            return text.lstrip("# ").strip()
+        if text and not text.startswith("#"):
+            break
+    return ""
+
+
+def options(root: Path, group: str) -> list[tuple[str, str]]:
+    return [(p.stem, description(p)) for p in sorted((root / group).glob("*.yaml"))]
+
+
+def describe_groups(root: Path, only: str | None = None) -> str:
+    """Plain-text listing: each group, its options and a one-line description of each."""
+    groups = [g for g in LISTED if (root / g).is_dir()]
+    if only is not None:
+        if only not in groups:
+            raise KeyError(f"unknown config group '{only}'; choose one of: {', '.join(groups)}")
+        groups = [only]
+    lines: list[str] = []
+    for group in groups:
+        opts = options(root, group)
+        width = max(len(name) for name, _ in opts)
+        lines.append(f"{group}:")
+        lines.extend(f"  {name:<{width}}  {desc}" for name, desc in opts)
+        lines.append("")
+    lines.append("Use as `odecli train GROUP=OPTION key=value ...`; `odecli train --cfg job "
+                 "GROUP=OPTION` shows the composed config.")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Observations of a true trajectory and the random training windows drawn from them.
+
+Irregular observation grids are handled by solving each batch once on the union of its
+windows' relative time offsets and picking every window's own times out of that solution,
+so uneven data costs one solver call per batch, not one per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+@dataclass
+class Observations:
+    """What training sees: times, (noisy) states and their indices in the full grid."""
+
+    t: torch.Tensor     # (n,)
+    y: torch.Tensor     # (n, dim)
+    index: torch.Tensor  # (n,) long, positions in the system's grid
+    uniform: bool
+
+
+@dataclass
+class Batch:
+    """Windows starting at observed points: solve from y0 on t, compare picks with target."""
+
+    y0: torch.Tensor        # (B, dim)
+    t: torch.Tensor         # (U,) relative times, strictly increasing, t[0] == 0
+    pick: torch.Tensor | None  # (T, B) indices into t, or None when every window uses all of t
+    target: torch.Tensor    # (T, B, dim)
+    t_start: torch.Tensor   # (B, 1) absolute start times, for time-dependent fields
+
+
+def observe(t: torch.Tensor, y_true: torch.Tensor, cfg: Mapping[str, Any],
+            generator: torch.Generator) -> Observations:
+    """Keep a random subset of time points (the first always) and add Gaussian noise."""
+    fraction = cfg.get("observe_fraction", 1.0)
+    noise = cfg.get("noise_std", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0 < fraction <= 1):
+        raise ConfigError(f"data.observe_fraction must be in (0, 1], got {fraction!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise ConfigError(f"data.noise_std must be a non-negative number, got {noise!r}")
+    n = len(t)
+    if fraction < 1:
+        keep = max(2, int(round(fraction * n)))
+        rest = torch.randperm(n - 1, generator=generator)[: keep - 1] + 1
+        index = torch.cat([torch.zeros(1, dtype=torch.long), rest.sort().values])
+    else:
+        index = torch.arange(n)
+    y = y_true[index].clone()
+    if noise > 0:
+        y = y + noise * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+    return Observations(t=t[index], y=y, index=index, uniform=fraction >= 1)
+
+
+def check_window(obs: Observations, batch_time: int) -> None:
+    """A window needs batch_time observed points; say so before training starts."""
+    if batch_time > len(obs.t):
+        raise ConfigError(
+            f"train.batch_time ({batch_time}) is larger than the number of observed points "
+            f"({len(obs.t)}); lower train.batch_time or raise system.data_size")
+
+
+def sample(obs: Observations, batch_size: int, batch_time: int,
+           generator: torch.Generator) -> Batch:
+    """Draw batch_size windows of batch_time consecutive observed points."""
+    n = len(obs.t)
+    starts = torch.randint(0, n - batch_time + 1, (batch_size,), generator=generator)
+    steps = torch.arange(batch_time)
+    idx = starts.unsqueeze(0) + steps.unsqueeze(1)          # (T, B)
+    starts_dev = starts.to(obs.t.device)
+    idx_dev = idx.to(obs.t.device)
+    target = obs.y[idx_dev]                                  # (T, B, dim)
+    y0 = obs.y[starts_dev]
+    t_start = obs.t[starts_dev].unsqueeze(-1)
+    if obs.uniform:
+        return Batch(y0=y0, t=obs.t[:batch_time] - obs.t[0], pick=None, target=target,
+                     t_start=t_start)
+    offsets = obs.t[idx_dev] - obs.t[starts_dev].unsqueeze(0)  # (T, B)
+    key = torch.round(offsets * 1e9)
+    uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    t_union = uniq / 1e9
+    return Batch(y0=y0, t=t_union.to(obs.t.dtype), pick=inverse, target=target,
+                 t_start=t_start)
+
+
+def gather(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Pick each window's own times out of a solution on the union grid: (T, B, dim)."""
+    if batch.pick is None:
+        return pred
+    cols = torch.arange(pred.shape[1], device=pred.device).unsqueeze(0).expand_as(batch.pick)
+    return pred[batch.pick.to(pred.device), cols]

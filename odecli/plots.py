@@ -1,0 +1,153 @@
+"""Figures for dynamics runs: phase portrait, time series, vector field, loss, training GIF.
+
+matplotlib is imported inside the functions (Agg backend) so `odecli --help` stays fast and
+runs work without a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRUE_STYLE = {"color": "tab:green", "lw": 2.0, "label": "true"}
+LEARNED_STYLE = {"color": "tab:blue", "lw": 1.6, "ls": "--", "label": "learned"}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save via a temp name and rename, so a crash never leaves a truncated PNG."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    _plt().close(fig)
+
+
+def _split_mark(ax: Any, t_split: float | None) -> None:
+    if t_split is not None:
+        ax.axvline(t_split, color="grey", lw=0.8, ls=":")
+
+
+def phase(path: Path, y_true: np.ndarray, y_pred: np.ndarray | None, title: str,
+          obs: np.ndarray | None = None, n_train: int | None = None) -> None:
+    """Phase portrait: true solid, learned dashed, observations as dots."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot(y_true[:, 0], y_true[:, 1], **TRUE_STYLE)
+    if y_pred is not None:
+        ax.plot(y_pred[:, 0], y_pred[:, 1], **LEARNED_STYLE)
+    if obs is not None:
+        ax.scatter(obs[:, 0], obs[:, 1], s=6, color="tab:orange", alpha=0.6, label="observed",
+                   zorder=3)
+    if n_train is not None and n_train < len(y_true):
+        ax.plot(*y_true[n_train - 1], "k|", ms=10, label="end of training span")
+    ax.set_xlabel("$y_1$")
+    ax.set_ylabel("$y_2$")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+
+
+def time_series(path: Path, t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray | None,
+                title: str, t_obs: np.ndarray | None = None, obs: np.ndarray | None = None,
+                t_split: float | None = None) -> None:
+    """Each state component against t; the dotted line marks the end of the training span."""
+    plt = _plt()
+    dim = y_true.shape[1]
+    fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(t, y_true[:, i], **TRUE_STYLE)
+        if y_pred is not None:
+            ax.plot(t, y_pred[:, i], **LEARNED_STYLE)
+        if obs is not None and t_obs is not None:
+            ax.scatter(t_obs, obs[:, i], s=5, color="tab:orange", alpha=0.6, label="observed")
+        _split_mark(ax, t_split)
+        ax.set_ylabel(f"$y_{i + 1}$")
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t")
+    _save(fig, path)
+
+
+def vector_field(path: Path, field: Callable[[np.ndarray, float], np.ndarray],
+                 y_true: np.ndarray, title: str, t: float = 0.0, grid: int = 25) -> None:
+    """Streamlines of the learned field over the true trajectory."""
+    plt = _plt()
+    lo, hi = y_true.min(0), y_true.max(0)
+    pad = 0.15 * np.maximum(hi - lo, 1e-3)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
+    X, Y = np.meshgrid(xs, ys)
+    pts = np.stack([X.ravel(), Y.ravel()], axis=-1)
+    dY = field(pts, t)
+    U, V = dY[:, 0].reshape(X.shape), dY[:, 1].reshape(X.shape)
+    speed = np.hypot(U, V)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.streamplot(xs, ys, U, V, color=speed, cmap="Blues", density=1.2, linewidth=0.8)
+    ax.plot(y_true[:, 0], y_true[:, 1], **TRUE_STYLE)
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
+    ax.set_xlabel("$y_1$")
+    ax.set_ylabel("$y_2$")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+
+
+def loss_curve(path: Path, history: Sequence[dict[str, Any]], title: str) -> None:
+    """Training loss and trajectory error against iteration, log scale."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    its = [r["iteration"] for r in history]
+    for key, label in (("train_loss", "train loss (batch)"), ("eval_loss", "eval loss"),
+                       ("error_rel", "relative trajectory error")):
+        vals = [r.get(key) for r in history]
+        if any(isinstance(v, (int, float)) for v in vals):
+            ax.plot(its, [v if isinstance(v, (int, float)) else np.nan for v in vals],
+                    label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def training_gif(path: Path, y_true: np.ndarray, frames: Sequence[tuple[int, np.ndarray]],
+                 title: str, fps: int = 6) -> None:
+    """Phase portraits in iteration order, written with matplotlib's Pillow writer."""
+    plt = _plt()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.3))
+    ax.plot(y_true[:, 0], y_true[:, 1], **TRUE_STYLE)
+    (line,) = ax.plot([], [], **LEARNED_STYLE)
+    lo, hi = y_true.min(0), y_true.max(0)
+    pad = 0.2 * np.maximum(hi - lo, 1e-3)
+    ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+    ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    ax.legend(loc="upper right", fontsize=8)
+    label = ax.set_title(title)
+
+    def draw(i: int) -> tuple[Any, ...]:
+        it, pred = frames[i]
+        line.set_data(pred[:, 0], pred[:, 1])
+        label.set_text(f"{title}: iteration {it}")
+        return line, label
+
+    anim = FuncAnimation(fig, draw, frames=len(frames), blit=False)
+    tmp = Path(path).with_name(f".{Path(path).stem}.tmp.gif")
+    anim.save(tmp, writer=PillowWriter(fps=fps))
+    tmp.replace(path)
+    plt.close(fig)

@@ -1,0 +1,192 @@
+"""Run-folder bookkeeping shared by every command: metrics, history, checkpoints, progress.
+
+Everything that lands in a run folder is written atomically (temp file + rename) so a crash
+or Ctrl-C never leaves a half-written metrics.json or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomic JSON with NaN/Inf written as null (strict JSON readers reject NaN)."""
+    text = json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
+
+
+class History:
+    """history.csv: one row per evaluation, header fixed by the first row."""
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = list(rows or [])
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self.rows.append(dict(row))
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        fields: list[str] = []
+        for row in self.rows:
+            fields.extend(k for k in row if k not in fields)
+        lines: list[str] = []
+        from io import StringIO
+
+        buf = StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        lines.append(buf.getvalue())
+        atomic_write_bytes(self.path, "".join(lines).encode())
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        if not Path(path).exists():
+            return []
+        with open(path, newline="") as fh:
+            return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _parse(text: str) -> Any:
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+
+def peak_memory_mb(device: Any = None) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU."""
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def environment(device: Any = None, dtype: Any = None, threads: int | None = None
+                ) -> dict[str, Any]:
+    """Library versions and hardware, so a metrics file says what produced it."""
+    import hydra
+    import torch
+    import torchdiffeq
+
+    from . import __version__
+
+    env: dict[str, Any] = {
+        "odecli": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchdiffeq": torchdiffeq.__version__,
+        "hydra": hydra.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device) if device is not None else "cpu",
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+        "threads": threads if threads is not None else torch.get_num_threads(),
+    }
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str, quiet: bool = False, start: int = 0
+             ) -> Iterator[Any]:
+    """A rich progress bar; `update(n, **fields)` sets the iteration and shown numbers."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if quiet:
+        yield _NullProgress()
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total, completed=start, info="")
+        yield _RichProgress(bar, task)
+
+
+class _RichProgress:
+    def __init__(self, bar: Any, task: Any) -> None:
+        self.bar, self.task = bar, task
+
+    def update(self, completed: int, **fields: Any) -> None:
+        info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+        self.bar.update(self.task, completed=completed, info=info)
+
+
+class _NullProgress:
+    def update(self, completed: int, **fields: Any) -> None:
+        pass
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

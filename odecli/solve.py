@@ -1,0 +1,191 @@
+"""The one place that calls torchdiffeq.
+
+Keeping every solve here means gradient modes, solver options, function-evaluation counting
+and the translation of solver failures into clear errors exist exactly once, for the dynamics
+trainer and the latent VAE alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq._impl.odeint import SOLVERS
+
+from .errors import ConfigError, SolverError
+
+METHODS: tuple[str, ...] = tuple(SOLVERS)
+FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
+              "fixed_adams")
+ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver")
+GRADIENTS = ("adjoint", "direct")
+# Options torchdiffeq understands; it only warns on others, which hides typos, so we refuse.
+_ADAPTIVE_OPTIONS = {"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
+                     "min_step", "max_step", "step_t", "jump_t", "norm", "dtype"}
+_FIXED_OPTIONS = {"step_size", "grid_constructor", "perturb", "max_iters", "max_order"}
+_SCIPY_OPTIONS = {"solver", "max_step", "min_step", "first_step"}
+
+UNDERFLOW_HINT = (
+    "the learned field became stiff or blew up; try a lower train.lr, "
+    "solver.options.min_step=1e-4, or a fixed-step solver such as solver=rk4"
+)
+
+
+@dataclass
+class SolverSpec:
+    """Everything needed to call torchdiffeq, read from `cfg.solver` and `cfg.gradient`."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    step_size: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    gradient: str = "adjoint"
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    seminorm: bool = False
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE
+
+    @classmethod
+    def from_cfg(cls, solver: Mapping[str, Any], gradient: Mapping[str, Any] | None = None
+                 ) -> SolverSpec:
+        """Build and validate a spec from plain mappings (Hydra nodes work too)."""
+        solver = dict(solver)
+        gradient = dict(gradient or {"name": "adjoint"})
+        method = str(solver.get("method", "dopri5"))
+        if method not in METHODS:
+            raise ConfigError(
+                f"unknown solver method '{method}'; choose one of: {', '.join(METHODS)}")
+        spec = cls(method=method)
+        for key in ("rtol", "atol"):
+            value = solver.get(key)
+            if value is None:
+                continue
+            if not _is_number(value) or value <= 0:
+                raise ConfigError(f"solver.{key} must be a positive number, got {value!r}")
+            setattr(spec, key, float(value))
+        step = solver.get("step_size")
+        if step is not None:
+            if not _is_number(step) or step <= 0:
+                raise ConfigError(f"solver.step_size must be a positive number, got {step!r}")
+            spec.step_size = float(step)
+        options = dict(solver.get("options") or {})
+        allowed = (_SCIPY_OPTIONS if method == "scipy_solver"
+                   else _ADAPTIVE_OPTIONS if method in ADAPTIVE else _FIXED_OPTIONS)
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for solver '{method}'; "
+                f"valid: {', '.join(sorted(allowed))}")
+        for key in ("min_step", "max_step", "first_step"):
+            if key in options and (not _is_number(options[key]) or options[key] < 0):
+                raise ConfigError(f"solver.options.{key} must be a non-negative number")
+        spec.options = options
+        name = str(gradient.get("name", "adjoint"))
+        if name not in GRADIENTS:
+            raise ConfigError(
+                f"unknown gradient mode '{name}'; choose one of: {', '.join(GRADIENTS)}")
+        spec.gradient = name
+        for key in ("rtol", "atol"):
+            value = gradient.get(key)
+            if value is not None and (not _is_number(value) or value <= 0):
+                raise ConfigError(f"gradient.{key} must be a positive number, got {value!r}")
+        spec.adjoint_rtol = _opt_float(gradient.get("rtol"))
+        spec.adjoint_atol = _opt_float(gradient.get("atol"))
+        spec.seminorm = bool(gradient.get("seminorm", False))
+        return spec
+
+    def torchdiffeq_options(self) -> dict[str, Any] | None:
+        options = dict(self.options)
+        if self.method in FIXED_GRID and self.step_size is not None:
+            options.setdefault("step_size", self.step_size)
+        return options or None
+
+
+class CountingField(nn.Module):
+    """Wraps a vector field f(t, y) and counts its evaluations (NFE).
+
+    The adjoint calls the field during `backward()`, so reading the counter before and after
+    the backward pass splits forward from backward evaluations.
+    """
+
+    def __init__(self, func: nn.Module) -> None:
+        super().__init__()
+        self.func = func
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.func(t, y)
+
+
+def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
+          grad: bool = True) -> torch.Tensor:
+    """Integrate dy/dt = func(t, y) from y0 over the times t; returns (len(t), *y0.shape).
+
+    Solver failures become `SolverError` with a hint instead of torchdiffeq's assertions.
+    """
+    kwargs: dict[str, Any] = {"method": spec.method, "options": spec.torchdiffeq_options()}
+    if spec.adaptive:
+        kwargs.update(rtol=spec.rtol, atol=spec.atol)
+    try:
+        if grad and spec.gradient == "adjoint" and torch.is_grad_enabled():
+            adjoint_options = dict(kwargs["options"] or {})
+            adjoint_options.pop("norm", None)
+            if spec.seminorm:
+                adjoint_options["norm"] = "seminorm"
+            kwargs.update(
+                adjoint_rtol=spec.adjoint_rtol or spec.rtol,
+                adjoint_atol=spec.adjoint_atol or spec.atol,
+                adjoint_method=spec.method,
+                adjoint_options=adjoint_options or None,
+            )
+            if not spec.adaptive:
+                kwargs.pop("adjoint_rtol")
+                kwargs.pop("adjoint_atol")
+            out = odeint_adjoint(func, y0, t, **kwargs)
+        else:
+            out = odeint(func, y0, t, **kwargs)
+    except AssertionError as exc:
+        raise translate_failure(exc) from exc
+    except RuntimeError as exc:
+        if "underflow" in str(exc) or "max_num_steps" in str(exc):
+            raise translate_failure(exc) from exc
+        raise
+    return out
+
+
+def translate_failure(exc: BaseException) -> SolverError:
+    """Turn torchdiffeq's terse assertion text into a message with a remedy."""
+    text = str(exc) or type(exc).__name__
+    if "underflow" in text:
+        return SolverError("solver failed: underflow in dt", UNDERFLOW_HINT)
+    if "max_num_steps" in text:
+        return SolverError("solver failed: max_num_steps exceeded", UNDERFLOW_HINT)
+    return SolverError(f"solver failed: {text}", UNDERFLOW_HINT)
+
+
+def check_finite(value: torch.Tensor, what: str) -> None:
+    """Raise a SolverError when a loss or state is NaN or Inf (a diverged run)."""
+    if not bool(torch.isfinite(value).all()):
+        raise SolverError(
+            f"{what} is not finite (NaN or Inf)",
+            "training diverged; lower train.lr or tighten solver.rtol/atol",
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)

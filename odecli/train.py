@@ -1,0 +1,350 @@
+"""Fit loop for learning dynamics: training, evaluation, metrics, checkpoints, figures.
+
+`Trainer` owns everything that a checkpoint must restore (model, optimiser, schedule, RNG
+states, history), so a resumed run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import data as data_mod
+from . import device as device_mod
+from . import models, runs, solve, systems
+from .errors import ConfigError, OdecliError, SolverError
+
+log = logging.getLogger("odecli.train")
+
+OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam,
+              "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULES = ("constant", "cosine")
+LOSSES = ("l1", "mse")
+
+
+def _positive_int(cfg: Mapping[str, Any], key: str, allow_zero: bool = False) -> int:
+    value = cfg.get(key)
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(f"train.{key} must be {kind} integer, got {value!r}")
+    return value
+
+
+def _positive_float(cfg: Mapping[str, Any], key: str, allow_zero: bool = False) -> float:
+    value = cfg.get(key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"train.{key} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def validate_train(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the `train` node; returns plain values so the hot loop reads no OmegaConf."""
+    out: dict[str, Any] = {
+        "niters": _positive_int(cfg, "niters"),
+        "batch_size": _positive_int(cfg, "batch_size"),
+        "batch_time": _positive_int(cfg, "batch_time"),
+        "test_freq": _positive_int(cfg, "test_freq"),
+        "checkpoint_every": _positive_int(cfg, "checkpoint_every", allow_zero=True),
+        "lr": _positive_float(cfg, "lr"),
+        "lr_min": _positive_float(cfg, "lr_min", allow_zero=True),
+        "weight_decay": _positive_float(cfg, "weight_decay", allow_zero=True),
+    }
+    if out["batch_time"] < 2:
+        raise ConfigError("train.batch_time must be at least 2 (a window needs two points)")
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES)):
+        value = str(cfg.get(key))
+        if value not in allowed:
+            raise ConfigError(f"unknown train.{key} '{value}'; choose one of: "
+                              f"{', '.join(allowed)}")
+        out[key] = value
+    clip = cfg.get("grad_clip")
+    if clip is not None:
+        out["grad_clip"] = _positive_float(cfg, "grad_clip")
+    else:
+        out["grad_clip"] = None
+    return out
+
+
+class Trainer:
+    """One dynamics-learning run, built from the composed config."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.quiet = bool(cfg.get("quiet", False))
+        self.opts = validate_train(cfg.train)
+        self.spec = solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
+        self.rt = device_mod.setup(cfg.device)
+        seed = cfg.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.system = systems.build(cfg.system)
+        dev, dt = self.rt.device, self.rt.dtype
+        t_full = self.system.full_t()
+        truth = self.system.trajectory(t_full)
+        self.n_train = len(self.system.t)
+        self.t_full = t_full.to(dev, dt)
+        self.truth = truth.to(dev, dt)
+        self.obs = data_mod.observe(self.t_full[: self.n_train], self.truth[: self.n_train],
+                                    cfg.data, self.gen)
+        data_mod.check_window(self.obs, self.opts["batch_time"])
+        centred = truth[: self.n_train] - truth[: self.n_train].mean(0)
+        self.scale = float(centred.pow(2).sum(-1).mean().sqrt())
+        self.field = models.build(cfg.model, self.system.dim).to(dev, dt)
+        if bool(cfg.model.get("normalize", True)):
+            self.field.fit_normalization(self.obs.t, self.obs.y)
+        self.func = solve.CountingField(self.field)
+        opt_cls = OPTIMIZERS[self.opts["optimizer"]]
+        self.optimizer = opt_cls(self.field.parameters(), lr=self.opts["lr"],
+                                 weight_decay=self.opts["weight_decay"])
+        self.scheduler = None
+        if self.opts["schedule"] == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=self.opts["niters"], eta_min=self.opts["lr_min"])
+        self.iteration = 0
+        self.history = runs.History(self.run_dir / runs.HISTORY)
+        self.frames: list[tuple[int, Any]] = []
+        self.nfe_forward = 0
+        self.nfe_backward = 0
+        self.train_seconds = 0.0
+        self.last_loss = float("nan")
+        self.last_eval: dict[str, float] = {}
+
+    # -- training -------------------------------------------------------------------------
+    def loss_fn(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = pred - target
+        return diff.abs().mean() if self.opts["loss"] == "l1" else diff.pow(2).mean()
+
+    def step(self) -> float:
+        """One optimisation step on a random batch of windows; returns the batch loss."""
+        o = self.opts
+        batch = data_mod.sample(self.obs, o["batch_size"], o["batch_time"], self.gen)
+        y0 = self._augment(batch.y0)
+        if self.field.time_dependent:
+            self.field.t_offset = batch.t_start
+        self.optimizer.zero_grad(set_to_none=True)
+        n0 = self.func.nfe
+        pred = solve.solve(self.func, y0, batch.t, self.spec)
+        n1 = self.func.nfe
+        pred = data_mod.gather(pred[..., : self.system.dim], batch)
+        loss = self.loss_fn(pred, batch.target)
+        solve.check_finite(loss.detach(), "training loss")
+        loss.backward()
+        if o["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(self.field.parameters(), o["grad_clip"])
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.field.t_offset = None
+        self.nfe_forward += n1 - n0
+        self.nfe_backward += self.func.nfe - n1
+        return float(loss.detach())
+
+    def _augment(self, y0: torch.Tensor) -> torch.Tensor:
+        if self.field.augment_dim == 0:
+            return y0
+        pad = y0.new_zeros(*y0.shape[:-1], self.field.augment_dim)
+        return torch.cat([y0, pad], dim=-1)
+
+    @torch.no_grad()
+    def predict(self, t: torch.Tensor | None = None, spec: solve.SolverSpec | None = None
+                ) -> tuple[torch.Tensor, int]:
+        """Roll the learned field out from the true initial state; returns (pred, nfe)."""
+        t = self.t_full if t is None else t
+        y0 = self._augment(self.truth[0].unsqueeze(0))
+        n0 = self.func.nfe
+        pred = solve.solve(self.func, y0, t, spec or self.spec, grad=False)
+        return pred[:, 0, : self.system.dim], self.func.nfe - n0
+
+    def evaluate(self) -> dict[str, float]:
+        """Trajectory error over the training span and the extrapolation window."""
+        pred, nfe = self.predict()
+        self._last_pred = pred
+        return trajectory_errors(pred, self.truth, self.n_train, self.scale, nfe)
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train to niters, evaluating every test_freq; returns the metrics written."""
+        o = self.opts
+        start_wall = time.perf_counter()
+        status, reason, hint = "ok", None, None
+        try:
+            with runs.progress(o["niters"], f"train {self.system.name}", self.quiet,
+                               start=self.iteration) as bar:
+                if self.iteration == 0:
+                    self._record(self.evaluate())
+                while self.iteration < o["niters"]:
+                    t0 = time.perf_counter()
+                    self.last_loss = self.step()
+                    self.train_seconds += time.perf_counter() - t0
+                    self.iteration += 1
+                    last = self.iteration == o["niters"]
+                    if self.iteration % o["test_freq"] == 0 or last:
+                        self._record(self.evaluate())
+                    bar.update(self.iteration, loss=self.last_loss,
+                               err=self.last_eval.get("error_rel", float("nan")),
+                               nfe=self.func.nfe)
+        except SolverError as exc:
+            status, reason, hint = "failed", str(exc), exc.hint
+            log.error("run failed at iteration %d: %s (%s)", self.iteration, exc, exc.hint)
+        metrics = self.metrics(status, reason, hint, time.perf_counter() - start_wall)
+        self.finish(metrics)
+        return metrics
+
+    def _record(self, ev: dict[str, float]) -> None:
+        self.last_eval = ev
+        row = {"iteration": self.iteration, "train_loss": self.last_loss, **ev,
+               "nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
+               "seconds": round(self.train_seconds, 4)}
+        self.history.append(row)
+        if bool(self.cfg.plots.get("gif", False)):
+            self.frames.append((self.iteration, self._last_pred.cpu().numpy()))
+        log.info("iter %d  loss %.4g  error %.4g (rel %.3g)  extrap %.4g", self.iteration,
+                 self.last_loss, ev["error_abs"], ev["error_rel"], ev["extrap_error_abs"])
+
+    def metrics(self, status: str, reason: str | None, hint: str | None, wall: float
+                ) -> dict[str, Any]:
+        its = max(self.iteration, 1)
+        m: dict[str, Any] = {
+            "status": "ok" if status == "ok" else f"failed: {reason}",
+            "system": self.system.name,
+            "iterations": self.iteration,
+            "niters": self.opts["niters"],
+            "final_loss": self.last_loss,
+            **{k: v for k, v in self.last_eval.items() if k != "nfe_eval"},
+            "scale": self.scale,
+            "nfe_forward_per_solve": self.nfe_forward / its,
+            "nfe_backward_per_iter": self.nfe_backward / its,
+            "nfe_eval": self.last_eval.get("nfe_eval"),
+            "wall_seconds": wall,
+            "train_seconds": self.train_seconds,
+            "seconds_per_iter": self.train_seconds / its,
+            "peak_memory_mb": runs.peak_memory_mb(self.rt.device),
+            "device": str(self.rt.device),
+            "gradient": self.spec.gradient,
+            "solver": self.spec.method,
+            "environment": runs.environment(self.rt.device, self.rt.dtype, self.rt.threads),
+        }
+        if hint:
+            m["hint"] = hint
+        return m
+
+    def finish(self, metrics: dict[str, Any]) -> None:
+        """Checkpoint, figures and metrics; metrics last so 'ok' means everything is there."""
+        self.save_checkpoint()
+        if bool(self.cfg.plots.get("enabled", True)):
+            try:
+                self.figures()
+            except Exception as exc:  # a figure must never lose a trained model's metrics
+                log.warning("figures failed: %s", exc)
+                metrics["figures_error"] = str(exc)
+        runs.write_json(self.run_dir / runs.METRICS, metrics)
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "iteration": self.iteration,
+            "model": self.field.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "torch_rng": torch.get_rng_state(),
+            "data_rng": self.gen.get_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "counters": {"nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
+                         "train_seconds": self.train_seconds, "nfe": self.func.nfe},
+        }
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        runs.atomic_write_bytes(self.run_dir / runs.CHECKPOINT, buf.getvalue())
+
+    def figures(self) -> None:
+        from . import plots
+
+        d = self.run_dir
+        try:
+            pred, _ = self.predict()
+            pred_np = pred.cpu().numpy()
+        except SolverError:
+            pred_np = None
+        truth = self.truth.cpu().numpy()
+        t = self.t_full.cpu().numpy()
+        obs_y = self.obs.y.cpu().numpy()
+        title = f"{self.system.name}: iteration {self.iteration}"
+        plots.phase(d / "phase.png", truth, pred_np, title, obs=obs_y, n_train=self.n_train)
+        plots.time_series(d / "time.png", t, truth, pred_np, title,
+                          t_obs=self.obs.t.cpu().numpy(), obs=obs_y,
+                          t_split=float(t[self.n_train - 1]) if len(t) > self.n_train else None)
+        plots.vector_field(d / "vector_field.png", self.field_numpy, truth,
+                           f"{self.system.name}: learned field",
+                           t=float(t[0]))
+        if self.history.rows:
+            plots.loss_curve(d / "loss.png", self.history.rows, self.system.name)
+        if self.frames:
+            plots.training_gif(d / "training.gif", truth, self.frames, self.system.name)
+
+    @torch.no_grad()
+    def field_numpy(self, pts: Any, t: float) -> Any:
+        y = torch.as_tensor(pts, dtype=self.rt.dtype, device=self.rt.device)
+        y = self._augment(y)
+        tt = torch.tensor(t, dtype=self.rt.dtype, device=self.rt.device)
+        return self.field(tt, y)[:, : self.system.dim].cpu().numpy()
+
+
+def trajectory_errors(pred: torch.Tensor, truth: torch.Tensor, n_train: int, scale: float,
+                      nfe: int) -> dict[str, float]:
+    """RMS error over the training span and after it, absolute and relative to the scale.
+
+    The scale is the RMS distance of the true trajectory from its mean over the training span,
+    so 0.05 means the learned trajectory is off by 5% of the size of the motion.
+    """
+    err = (pred - truth).pow(2).sum(-1)
+    train_err = float(err[:n_train].mean().sqrt())
+    extra = err[n_train:]
+    extra_err = float(extra.mean().sqrt()) if len(extra) else float("nan")
+    return {
+        "eval_loss": float((pred[:n_train] - truth[:n_train]).abs().mean()),
+        "error_abs": train_err,
+        "error_rel": train_err / scale,
+        "extrap_error_abs": extra_err,
+        "extrap_error_rel": extra_err / scale,
+        "nfe_eval": float(nfe),
+    }
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Entry point for `odecli train`: build, train, write; raises OdecliError on bad input."""
+    device_mod.quiet_warnings()
+    trainer = Trainer(cfg, run_dir)
+    metrics = trainer.run()
+    if metrics["status"] != "ok":
+        raise RunFailedWithMetrics(metrics)
+    return metrics
+
+
+class RunFailedWithMetrics(OdecliError):
+    """A run that stopped on a solver failure; metrics.json already records it."""
+
+    exit_code = 1
+
+    def __init__(self, metrics: dict[str, Any]) -> None:
+        hint = metrics.get("hint")
+        super().__init__(metrics["status"] + (f" (hint: {hint})" if hint else ""))
+        self.metrics = metrics
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value of a composed train config without training or writing anything."""
+    device_mod.quiet_warnings()
+    Trainer(cfg, Path("."))
