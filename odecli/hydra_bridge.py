@@ -341,4 +341,4 @@ def one_line(exc: BaseException) -> str:
     parts = [p for p in _WS.split(text) if p]
     if len(parts) > 1 and parts[0].endswith(":"):
         return parts[0] + " " + ", ".join(parts[1:])
-    return "; ".join(parts).replace(":;", ":")
+    return "; ".join(parts).replace(":;", ":").replace(".;", ".")

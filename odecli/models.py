@@ -56,8 +56,9 @@ class ODEField(nn.Module):
 
     def __init__(self, dim: int, widths: list[int], activation: str = "tanh",
                  time_dependent: bool = False, augment_dim: int = 0, init: str = "seed",
-                 init_std: float = 0.1) -> None:
+                 init_std: float = 0.1, input_power: int = 1) -> None:
         super().__init__()
+        self.input_power = input_power
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown model.activation '{activation}'; choose one of: "
                               f"{', '.join(ACTIVATIONS)}")
@@ -87,15 +88,20 @@ class ODEField(nn.Module):
     def fit_normalization(self, t: torch.Tensor, y: torch.Tensor) -> None:
         """Set input/output statistics from observed states y (time, dim) on times t."""
         d = self.dim
-        self.in_mean[:d] = y.mean(0)
-        self.in_std[:d] = y.std(0).clamp_min(1e-6)
+        seen = y**self.input_power
+        self.in_mean[:d] = seen.mean(0)
+        self.in_std[:d] = seen.std(0).clamp_min(1e-6)
         if len(t) > 1:
             dy = (y[1:] - y[:-1]) / (t[1:] - t[:-1]).unsqueeze(-1)
-            self.out_scale[:d] = dy.abs().mean(0).clamp_min(1e-6)
+            # The largest observed speed: the network then outputs O(1) everywhere, even where
+            # the motion is fastest (the cubic spiral's outer ring is 30x its mean speed).
+            self.out_scale[:d] = dy.abs().amax(0).clamp_min(1e-6)
         self.t_mid.fill_(float((t.max() + t.min()) / 2))
         self.t_half.fill_(float(max((t.max() - t.min()) / 2, 1e-6)))
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.input_power != 1:  # ode_demo's network sees y**3
+            y = y**self.input_power
         h = (y - self.in_mean) / self.in_std
         if self.time_dependent:
             tt = t if self.t_offset is None else t + self.t_offset
@@ -109,6 +115,9 @@ def build(cfg: Mapping[str, Any], dim: int) -> ODEField:
     augment = cfg.get("augment_dim", 0)
     if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
         raise ConfigError(f"model.augment_dim must be a non-negative integer, got {augment!r}")
+    power = cfg.get("input_power", 1)
+    if isinstance(power, bool) or not isinstance(power, int) or power < 1:
+        raise ConfigError(f"model.input_power must be a positive integer, got {power!r}")
     init = str(cfg.get("init", "seed"))
     if init not in INITS:
         raise ConfigError(f"unknown model.init '{init}'; choose one of: {', '.join(INITS)}")
@@ -120,4 +129,5 @@ def build(cfg: Mapping[str, Any], dim: int) -> ODEField:
         augment_dim=augment,
         init=init,
         init_std=float(cfg.get("init_std", 0.1)),
+        input_power=power,
     )

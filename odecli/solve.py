@@ -32,7 +32,7 @@ _SCIPY_OPTIONS = {"solver", "max_step", "min_step", "first_step"}
 
 UNDERFLOW_HINT = (
     "the learned field became stiff or blew up; try a lower train.lr, "
-    "solver.options.min_step=1e-4, or a fixed-step solver such as solver=rk4"
+    "+solver.options.min_step=1e-4, or a fixed-step solver such as solver=rk4"
 )
 
 

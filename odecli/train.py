@@ -170,6 +170,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Trajectory error over the training span and the extrapolation window."""
         pred, nfe = self.predict()
+        solve.check_finite(pred, "learned trajectory")
         self._last_pred = pred
         return trajectory_errors(pred, self.truth, self.n_train, self.scale, nfe)
 

@@ -1,0 +1,68 @@
+"""Shared fixtures: run the CLI in-process with outputs under a temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from odecli.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+ECG_DIR = REPO.parent / "shared" / "data" / "ecg"
+
+# Few iterations and a short grid: the suite checks behaviour, not fit quality.
+FAST = ["train.niters=4", "train.test_freq=2", "gradient=direct", "quiet=true"]
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    out = tmp_path / "outputs"
+    monkeypatch.setenv("ODECLI_OUTPUTS", str(out))
+    return out
+
+
+@pytest.fixture
+def cli(outputs: Path):
+    """Invoke `odecli ARGS...` in this process; returns exit code, stdout and stderr."""
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        res = runner.invoke(app, list(args), catch_exceptions=False)
+        return Result(res.exit_code, res.stdout, res.stderr)
+
+    return invoke
+
+
+@pytest.fixture
+def cli_subprocess(outputs: Path):
+    """Invoke `python -m odecli ARGS...` as a real process (exit codes, stderr, signals)."""
+
+    def invoke(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> Result:
+        full_env = {**os.environ, "ODECLI_OUTPUTS": str(outputs), **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", "odecli", *args], capture_output=True,
+                              text=True, env=full_env, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return invoke
+
+
+def run_dirs(outputs: Path, command: str = "train") -> list[Path]:
+    return sorted(p.parent for p in (outputs / command).rglob("metrics.json"))
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,83 @@
+"""Bad input: one clear line on stderr, no traceback, a non-zero exit, no run passed off as good."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import FAST, read_metrics, run_dirs
+
+
+@pytest.mark.parametrize("args,message", [
+    (["system=nope"], "Could not find 'system/nope'. Available options in 'system': lotka"),
+    (["solver=rk5"], "Available options in 'solver': adaptive_heun"),
+    (["train.niters=abc"], "train.niters must be a positive integer, got 'abc'"),
+    (["train.niters=0"], "train.niters must be a positive integer, got 0"),
+    (["train.batch_time=500"], "train.batch_time (500) is larger than the number of observed "
+                               "points (250)"),
+    (["solver.rtol=-1e-3"], "solver.rtol must be a positive number, got -0.001"),
+    (["+solver.options.nonsense=1"], "unknown option(s) nonsense for solver 'dopri5'"),
+    (["solver=rk4", "solver.step_size=0"], "solver.step_size must be a positive number"),
+    (["train.optimizer=lbfgs"], "unknown train.optimizer 'lbfgs'; choose one of: rmsprop"),
+    (["data.observe_fraction=1.5"], "data.observe_fraction must be in (0, 1]"),
+    (["model.depth=2", "model.width=[8,8,8]"], "model.width lists 3 widths but model.depth is 2"),
+    (["model.activation=swishy"], "unknown model.activation 'swishy'"),
+    (["device.dtype=float16"], "device.dtype must be one of float32, float64"),
+    (["system.t1=-5"], "system.t1 (-5) must be greater than system.t0"),
+    (["nosuchkey=1"], "Could not override 'nosuchkey'"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, outputs, args, message):
+    res = cli("train", *FAST, *args)
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert message in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert not run_dirs(outputs), "a refused run must not leave a run folder"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_suggests_auto(cli):
+    res = cli("train", "device=cuda", *FAST)
+    assert res.exit_code == 2
+    assert "CUDA is not available" in res.stderr and "device=auto" in res.stderr
+
+
+def test_no_traceback_from_a_real_process(cli_subprocess):
+    res = cli_subprocess("train", "system=nope")
+    assert res.exit_code == 2
+    assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
+
+
+def test_unwritable_output_folder_is_reported_before_work(cli, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ODECLI_OUTPUTS", str(blocker / "outputs"))
+    res = cli("train", *FAST)
+    assert res.exit_code == 2
+    assert "cannot write the output folder" in res.stderr
+    assert blocker.read_text() == "not a folder"
+
+
+def test_solver_failure_records_failed_status_and_keeps_what_was_made(cli, outputs):
+    # A learning rate this large blows the field up after a few steps: the adaptive solver
+    # then underflows (or the loss turns NaN). The run must say so and keep its history.
+    res = cli("train", "train.niters=40", "train.test_freq=1", "train.lr=1e4",
+              "train.optimizer=sgd", "train.schedule=constant", "gradient=direct",
+              "quiet=true", "+solver.options.max_num_steps=2000")
+    assert res.exit_code == 1
+    assert "failed" in res.stderr and "hint" in res.stderr
+    (run,) = run_dirs(outputs)
+    m = read_metrics(run)
+    assert m["status"].startswith("failed: ")
+    assert m["hint"]
+    assert 0 < m["iterations"] < 40
+    assert (run / "history.csv").read_text().count("\n") >= 2
+    assert (run / "loss.png").exists() and (run / "checkpoint.pt").exists()
+
+
+def test_impossible_solver_setting_fails_the_run_with_a_hint(cli, outputs):
+    res = cli("train", *FAST, "+solver.options.max_num_steps=1")
+    assert res.exit_code == 1
+    assert "max_num_steps" in res.stderr
+    (run,) = run_dirs(outputs)
+    assert read_metrics(run)["status"] == "failed: solver failed: max_num_steps exceeded"

@@ -1,0 +1,111 @@
+"""Training behaviour: error falls, irregular data and augmentation matter, seeds reproduce."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import FAST, read_metrics, run_dirs
+from odecli import data, solve, systems, train
+from odecli.configs_index import config_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train",
+                       overrides=["quiet=true", "plots.enabled=false", *overrides])
+
+
+def test_short_spiral_run_cuts_the_trajectory_error_by_a_large_factor(tmp_path):
+    cfg = make("system=spiral", "gradient=direct", "train.niters=150", "train.test_freq=150")
+    metrics = train.Trainer(cfg, tmp_path).run()
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    first, last = float(rows[0]["error_rel"]), float(rows[-1]["error_rel"])
+    assert metrics["status"] == "ok"
+    assert first > 0.5            # the untrained field is nowhere near the spiral
+    assert last < first / 5       # training removes most of the error
+    assert metrics["error_rel"] == last
+
+
+def test_adjoint_and_direct_gradients_agree():
+    cfg = make("system=spiral", "solver.rtol=1e-7", "solver.atol=1e-9", "device.dtype=float64")
+    grads = {}
+    for mode in ("adjoint", "direct"):
+        tr = train.Trainer(make("system=spiral", f"gradient={mode}", "solver.rtol=1e-7",
+                                "solver.atol=1e-9", "device.dtype=float64"), Path("."))
+        batch = data.sample(tr.obs, 8, 10, torch.Generator().manual_seed(0))
+        pred = solve.solve(tr.func, batch.y0, batch.t, tr.spec)
+        tr.loss_fn(pred, batch.target).backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in tr.field.parameters()])
+    assert cfg.gradient.name == "adjoint"
+    assert torch.allclose(grads["adjoint"], grads["direct"], rtol=1e-4, atol=1e-7)
+
+
+def test_irregular_windows_match_the_truth_when_solved_with_the_true_field():
+    # Solving a batch once on the union grid and picking each window's own times must give
+    # exactly each window's true trajectory: the mechanism behind irregular observations.
+    s = systems.build({"name": "spiral", "y0": [2.0, 0.0], "t0": 0.0, "t1": 10.0,
+                       "data_size": 200})
+    truth = s.trajectory()
+    gen = torch.Generator().manual_seed(0)
+    obs = data.observe(s.t, truth, {"observe_fraction": 0.4}, gen)
+    assert len(obs.t) == 80 and obs.index[0] == 0 and not obs.uniform
+    gaps = obs.t.diff()
+    assert float(gaps.max()) > 2 * float(gaps.min())      # really uneven
+    batch = data.sample(obs, 16, 6, gen)
+    assert batch.pick is not None and len(batch.t) > 6
+    pred = solve.solve(s.field, batch.y0, batch.t,
+                       solve.SolverSpec(method="dopri5", rtol=1e-10, atol=1e-12), grad=False)
+    picked = data.gather(pred, batch)
+    assert picked.shape == batch.target.shape
+    assert torch.allclose(picked, batch.target, atol=1e-7)
+
+
+def test_irregular_observations_change_what_is_trained(tmp_path):
+    full = train.Trainer(make("gradient=direct", "train.niters=5"), tmp_path / "a")
+    sparse = train.Trainer(make("gradient=direct", "train.niters=5",
+                                "data.observe_fraction=0.3"), tmp_path / "b")
+    assert len(sparse.obs.t) == 75 and len(full.obs.t) == 250
+    for tr in (full, sparse):
+        (tr.run_dir).mkdir()
+        tr.run()
+    a = torch.cat([p.flatten() for p in full.field.parameters()])
+    b = torch.cat([p.flatten() for p in sparse.field.parameters()])
+    assert not torch.allclose(a, b)
+
+
+def test_noise_is_added_to_training_observations_only(tmp_path):
+    tr = train.Trainer(make("data.noise_std=0.1"), tmp_path)
+    resid = tr.obs.y - tr.truth[: tr.n_train]
+    assert 0.07 < float(resid.std()) < 0.13
+
+
+def test_augmentation_adds_state_dimensions_that_are_trained(tmp_path):
+    tr = train.Trainer(make("gradient=direct", "train.niters=5", "model.augment_dim=3"),
+                       tmp_path)
+    first = tr.field.net[0]
+    assert first.in_features == 5 and tr.field.net[-1].out_features == 5
+    before = first.weight[:, 2:].detach().clone()
+    tr.run()
+    # The extra inputs' weights received gradient: the augmented state is really used.
+    assert not torch.allclose(first.weight[:, 2:], before)
+    pred, _ = tr.predict()
+    assert pred.shape[-1] == 2    # dropped for the loss and the plots
+
+
+def test_same_seed_gives_identical_runs(cli, outputs):
+    for _ in range(2):
+        assert cli("train", *FAST, "seed=3").exit_code == 0
+    a, b = run_dirs(outputs)
+    ma, mb = read_metrics(a), read_metrics(b)
+    for key in ("final_loss", "error_abs", "error_rel", "extrap_error_abs"):
+        assert ma[key] == mb[key]
+    strip = [ln.rsplit(",", 1)[0] for ln in (a / "history.csv").read_text().splitlines()]
+    strip_b = [ln.rsplit(",", 1)[0] for ln in (b / "history.csv").read_text().splitlines()]
+    assert strip == strip_b
+    assert cli("train", *FAST, "seed=4").exit_code == 0
+    c = [d for d in run_dirs(outputs) if d not in (a, b)][0]
+    assert read_metrics(c)["final_loss"] != ma["final_loss"]
