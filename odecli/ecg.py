@@ -224,19 +224,6 @@ def read_signal(base: Path, lead: int | str = 0, annotation: str | None = "atr")
                   annotation_samples=samples, annotation_symbols=symbols)
 
 
-def check_header(base: Path, lead: int | str = 0) -> None:
-    """Cheap up-front check: the header parses and names the requested lead."""
-    import wfdb
-
-    try:
-        header = wfdb.rdheader(str(base))
-    except Exception as exc:
-        raise OdecliError(
-            f"cannot read record '{base.name}' in {base.parent}: the header is corrupt "
-            f"({type(exc).__name__}: {_short(exc)})") from None
-    _lead_index(list(header.sig_name or []), lead, base.name)
-
-
 def _lead_index(names: list[str], lead: int | str, record: str) -> int:
     if isinstance(lead, str) and not lead.lstrip("-").isdigit():
         if lead not in names:

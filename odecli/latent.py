@@ -47,13 +47,20 @@ def _mlp(n_in: int, width: int, n_out: int, layers: int, act: type[nn.Module]) -
 
 
 class ODEFunc(nn.Module):
-    """Autonomous vector field dz/dt = f(z): the latent dynamics and the ODE-RNN's hidden flow."""
+    """Vector field dz/dt = f(z), or f(t, z) with `time_input`: latent dynamics, ODE-RNN flow.
 
-    def __init__(self, dim: int, width: int, layers: int = 2) -> None:
+    Aligned windows (ECG beats cut around the R-peak) share a clock; giving the field the time
+    lets it place the sharp QRS complex without first learning a clock inside the state.
+    """
+
+    def __init__(self, dim: int, width: int, layers: int = 2, time_input: bool = False) -> None:
         super().__init__()
-        self.net = _mlp(dim, width, dim, layers, nn.ELU)
+        self.time_input = time_input
+        self.net = _mlp(dim + int(time_input), width, dim, layers, nn.ELU)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.time_input:
+            z = torch.cat([z, t.to(z).expand(*z.shape[:-1], 1)], dim=-1)
         return self.net(z)
 
 
@@ -112,7 +119,8 @@ class LatentODEVAE(nn.Module):
                                _positive_int(cfg, "encoder_width", 32), latent, enc_spec,
                                _positive_int(cfg, "odernn_width", 32))
         self.func = CountingField(ODEFunc(latent, _positive_int(cfg, "ode_width", 32),
-                                          _positive_int(cfg, "ode_layers", 2)))
+                                          _positive_int(cfg, "ode_layers", 2),
+                                          bool(cfg.get("time_input", False))))
         self.decoder = _mlp(latent, _positive_int(cfg, "decoder_width", 32), obs_dim,
                             _positive_int(cfg, "decoder_layers", 1), nn.ReLU)
         self.latent_dim = latent
@@ -195,6 +203,7 @@ class Spirals:
     mask: np.ndarray  # (N, T)
     span: np.ndarray  # (N, 2) first and one-past-last index of the observed window
     train: np.ndarray
+    val: np.ndarray  # picks the best iteration, so the test spirals stay unseen
     test: np.ndarray
 
 
@@ -232,8 +241,12 @@ def make_spirals(data: Mapping[str, Any], seed: int) -> Spirals:
         mask[i, s:s + width] = random_subset(width, fraction, rng)
     span = np.stack([starts, starts + width], axis=1)
     n_test = max(1, int(round(n * test_fraction)))
+    n_val = max(1, int(round(n * float(data.get("val_fraction", 0.125)))))
+    if n - n_test - n_val < 1:
+        raise ConfigError("data.val_fraction + data.test_fraction leave no training spirals")
     return Spirals(t=t, truth=truth, obs=obs, mask=mask, span=span,
-                   train=np.arange(n - n_test), test=np.arange(n - n_test, n))
+                   train=np.arange(n - n_test - n_val),
+                   val=np.arange(n - n_test - n_val, n - n_test), test=np.arange(n - n_test, n))
 
 
 # ============================================================================ training loop
@@ -264,6 +277,7 @@ class Trainer:
     best_state: dict[str, Any] | None = None
     best_iteration: int = 0
     seconds: float = 0.0
+    train_seconds: float = 0.0
     nfe_forward: int = 0
     nfe_backward: int = 0
     iterations_done: int = 0
@@ -282,6 +296,14 @@ class Trainer:
         if lr <= 0:
             raise ConfigError("train.lr must be positive")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        schedule = str(train.get("schedule", "constant"))
+        if schedule not in ("constant", "cosine"):
+            raise ConfigError(f"train.schedule must be 'constant' or 'cosine', got '{schedule}'")
+        lr_min = float(train.get("lr_min", 0.0) or 0.0)
+        if not 0 <= lr_min <= lr:
+            raise ConfigError("train.lr_min must lie between 0 and train.lr")
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.niters, eta_min=lr_min) if schedule == "cosine" else None)
 
     def fit(self) -> None:
         best = math.inf
@@ -289,6 +311,7 @@ class Trainer:
         with runs.progress(self.niters, self.description,
                            quiet=bool(self.cfg.get("quiet", False))) as bar:
             for it in range(1, self.niters + 1):
+                step_start = time.perf_counter()
                 batch = self.sample_batch(self.rng)
                 weight = min(1.0, it / self.kl_warmup) if self.kl_warmup else 1.0
                 self.optimizer.zero_grad(set_to_none=True)
@@ -300,25 +323,31 @@ class Trainer:
                 loss = -terms.elbo
                 check_finite(loss, "training loss")
                 loss.backward()
+                backward_nfe = self.model.func.nfe - forward_nfe
                 self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.train_seconds += time.perf_counter() - step_start
+                loss_value = float(loss.detach())
                 self.nfe_forward += forward_nfe
-                self.nfe_backward += self.model.func.nfe - forward_nfe
+                self.nfe_backward += backward_nfe
                 self.iterations_done = it
                 if it % self.test_freq == 0 or it == self.niters:
                     self.seconds = time.perf_counter() - started
                     held_out = self.validate()
-                    row = {"iteration": it, "loss": float(loss), "loglik": float(terms.loglik),
-                           "kl": float(terms.kl), **held_out,
+                    row = {"iteration": it, "loss": loss_value,
+                           "loglik": float(terms.loglik.detach()),
+                           "kl": float(terms.kl.detach()), **held_out,
                            "nfe_forward": forward_nfe,
-                           "nfe_backward": self.model.func.nfe - forward_nfe,
+                           "nfe_backward": backward_nfe,
                            "seconds": round(self.seconds, 3)}
                     self.history.append(row)
                     if held_out["score"] < best:
                         best, self.best_iteration = held_out["score"], it
                         self.best_state = copy.deepcopy(self.model.state_dict())
-                    bar.update(it, loss=float(loss), held_out=held_out["score"])
+                    bar.update(it, loss=loss_value, held_out=held_out["score"])
                 else:
-                    bar.update(it, loss=float(loss))
+                    bar.update(it, loss=loss_value)
                 if self.checkpoint_every and it % self.checkpoint_every == 0:
                     self.save_checkpoint(it)
         self.seconds = time.perf_counter() - started
@@ -334,6 +363,7 @@ class Trainer:
             "best_model": self.best_state,
             "best_iteration": self.best_iteration,
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
                     "python": random.getstate()},
         }
@@ -346,7 +376,8 @@ class Trainer:
         return {
             "iterations": self.iterations_done,
             "best_iteration": self.best_iteration,
-            "seconds_per_iter": self.seconds / done,
+            "seconds_per_iter": self.train_seconds / done,
+            "train_seconds": self.train_seconds,
             "nfe_forward_per_iter": self.nfe_forward / done,
             "nfe_backward_per_iter": self.nfe_backward / done,
         }
@@ -367,7 +398,7 @@ def _tensor(a: np.ndarray, rt: device_mod.Runtime) -> torch.Tensor:
 
 
 def _mask_tensor(a: np.ndarray, rt: device_mod.Runtime) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=bool), device=rt.device)
+    return torch.as_tensor(np.array(a, dtype=bool), device=rt.device)
 
 
 def _run(cfg: Any, run_dir: Path, body: Callable[[float], dict[str, Any]],
@@ -455,7 +486,8 @@ def run_spiral_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
             return result, pred
 
         def validate() -> dict[str, float]:
-            result, _ = scores(data.test)
+            result, _ = scores(data.val)
+            result = {f"val_{k}": v for k, v in result.items()}
             result["score"] = float(np.nanmean(list(result.values())))
             return result
 
@@ -468,7 +500,8 @@ def run_spiral_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
             _loss_plot(cfg, run_dir, trainer.history.rows)
         held_out, pred = scores(data.test)
         metrics: dict[str, Any] = {"status": "ok", "command": "spiral-vae", **held_out,
-                                   "n_train": len(data.train), "n_test": len(data.test),
+                                   "n_train": len(data.train), "n_val": len(data.val),
+                                   "n_test": len(data.test),
                                    **trainer.summary()}
         if _plots_enabled(cfg):
             from . import vae_plots
@@ -544,7 +577,10 @@ def run_ecg_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
         val_paths = beats.paths[beats.split["val"]]
         test_paths = beats.paths[beats.split["test"]]
         model = LatentODEVAE(2, cfg.model).to(device=rt.device, dtype=rt.dtype)
-        t = _tensor((beats.t - beats.t[0]) / (beats.t[-1] - beats.t[0]), rt)
+        span = float(cfg.model.get("time_span", 1.0))
+        if span <= 0:
+            raise ConfigError("model.time_span must be positive")
+        t = _tensor(span * (beats.t - beats.t[0]) / (beats.t[-1] - beats.t[0]), rt)
         batch_size = _positive_int(cfg.train, "batch_size", 64)
         val_set = make_task_set(val_paths, tasks, seed + 1000)
         ones = np.ones(beats.paths.shape[1], dtype=bool)
@@ -643,6 +679,10 @@ def _validate_common(cfg: Any) -> None:
         raise ConfigError("train.lr must be positive")
     if float(cfg.model.get("obs_noise_std", 0.1)) <= 0:
         raise ConfigError("model.obs_noise_std must be positive")
+    if str(cfg.train.get("schedule", "constant")) not in ("constant", "cosine"):
+        raise ConfigError("train.schedule must be 'constant' or 'cosine'")
+    if not 0 <= float(cfg.train.get("lr_min", 0.0) or 0.0) <= float(cfg.train.get("lr", 1e-3)):
+        raise ConfigError("train.lr_min must lie between 0 and train.lr")
 
 
 def validate_spiral_vae(cfg: Any) -> None:
@@ -652,19 +692,14 @@ def validate_spiral_vae(cfg: Any) -> None:
 
 
 def validate_ecg_vae(cfg: Any) -> None:
-    """Check a composed ecg-vae config; a local record is located and its lead checked.
+    """Check a composed ecg-vae config and its data before a run folder exists.
 
-    Nothing is downloaded here: a missing local record fails before a run folder exists.
+    The record is located (downloaded into the cache if need be) and cut into beats here, so a
+    missing or corrupt record, a wrong lead or a record without beats fails up front.
     """
-    import os
-
     from . import ecg
 
     _validate_common(cfg)
-    data = cfg.data
-    if float(data.get("before", 0.25)) < 0 or float(data.get("after", 0.45)) <= 0:
-        raise ConfigError("data.before must be >= 0 and data.after > 0 (seconds)")
-    ecg.split_indices(10, list(data.get("split", (0.7, 0.15, 0.15))))
     tasks = cfg.get("tasks") or {}
     for key in ("obs_fraction", "gap_fraction", "extrap_fraction"):
         value = float(tasks.get(key, 0.5))
@@ -672,8 +707,7 @@ def validate_ecg_vae(cfg: Any) -> None:
             raise ConfigError(f"tasks.{key} must lie strictly between 0 and 1, got {value}")
     if float(tasks.get("noise_std", 0.05)) < 0:
         raise ConfigError("tasks.noise_std must be non-negative")
-    if data.get("dir") or os.environ.get(ecg.ENV_DIR):
-        ecg.check_header(ecg.locate_record(data), data.get("lead", 0))
+    ecg.load_beats(cfg.data)
 
 
 _TITLES = {

@@ -1,0 +1,240 @@
+"""ECG records -> beats -> phase-space paths, and every bad-input case as one clear error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from odecli import ecg
+from odecli.errors import OdecliError
+
+ECG_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ecg"
+needs_record = pytest.mark.skipif(not (ECG_DIR / "mitdb" / "100.hea").is_file(),
+                                  reason="MIT-BIH record 100 not in ../shared/data/ecg")
+
+
+def _copy_record(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (ECG_DIR / "mitdb").glob("100.*"):
+        shutil.copy(path, folder / path.name)
+        (folder / path.name).chmod(0o644)
+    return folder
+
+
+# ---------------------------------------------------------------------------- record 100
+
+@needs_record
+def test_record_100_signal_and_beats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    base = ecg.locate_record({"dir": str(ECG_DIR), "record": "100"})
+    assert base == ECG_DIR / "mitdb" / "100"
+    assert all(ecg.verify(base).values())
+    sig = ecg.read_signal(base, 0)
+    assert (sig.fs, sig.values.shape, sig.lead) == (360.0, (650000,), "MLII")
+    assert ecg.read_signal(base, "V5").lead == "V5"
+    beats = ecg.load_beats({"dir": str(ECG_DIR)})
+    # 2,239 normal beats; the first and last windows run off the record.
+    assert beats.source == "annotations"
+    assert beats.paths.shape == (2237, 100, 2)
+    assert beats.t[0] == pytest.approx(-0.25) and beats.t[-1] == pytest.approx(0.45)
+    train = beats.paths[beats.split["train"]]
+    assert train.min() == pytest.approx(-1.0) and train.max() == pytest.approx(1.0)
+    # splits are ordered, disjoint blocks with a beat dropped at each border
+    tr, va, te = (beats.split[k] for k in ("train", "val", "test"))
+    assert tr.max() + 1 < va.min() and va.max() + 1 < te.min()
+    assert len(tr) + len(va) + len(te) == 2237 - 4
+    # the R-peak sits at the window's 0 s mark: x is largest near there on the mean beat
+    mean = beats.raw.mean(axis=0)
+    assert abs(beats.t[np.argmax(mean)]) < 0.02
+
+
+@needs_record
+def test_beat_types_and_window_are_configurable() -> None:
+    normal = ecg.load_beats({"dir": str(ECG_DIR), "beat_types": ["N"], "n_points": 50})
+    more = ecg.load_beats({"dir": str(ECG_DIR), "beat_types": ["N", "A", "V"], "n_points": 50,
+                           "before": 0.1, "after": 0.2})
+    assert normal.paths.shape[1] == 50
+    # 2,239 N + 33 A + 1 V; with the shorter window only the last beat runs off the record
+    assert len(more.paths) == 2239 + 33 + 1 - 1
+
+
+# ---------------------------------------------------------------------------- detector path
+
+def _synthetic_ecg(fs: float, seconds: float, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """P-QRS-T complexes as Gaussian bumps at known R-peak times; returns (signal, peaks)."""
+    t = np.arange(int(seconds * fs)) / fs
+    peaks, now = [], 0.6
+    while now < seconds - 0.6:
+        peaks.append(now)
+        now += rng.uniform(0.75, 0.95)
+    sig = np.zeros_like(t)
+    for p in peaks:
+        for offset, width, height in ((-0.18, 0.025, 0.15), (-0.03, 0.008, -0.1),
+                                      (0.0, 0.01, 1.2), (0.03, 0.008, -0.25),
+                                      (0.25, 0.045, 0.3)):
+            sig += height * np.exp(-0.5 * ((t - p - offset) / width) ** 2)
+    sig += 0.01 * rng.standard_normal(t.size)
+    return sig, np.round(np.array(peaks) * fs).astype(int)
+
+
+def test_detector_finds_planted_beats_at_high_rate(tmp_path: Path) -> None:
+    """No annotation file: XQRS (after resampling 1 kHz -> 360 Hz) finds the planted peaks."""
+    import wfdb
+
+    fs = 1000
+    sig, planted = _synthetic_ecg(fs, 40.0, np.random.default_rng(0))
+    wfdb.wrsamp("synth", fs=fs, units=["mV"], sig_name=["II"], p_signal=sig[:, None],
+                fmt=["16"], write_dir=str(tmp_path))
+    base = ecg.locate_record({"dir": str(tmp_path), "record": "synth"})
+    signal = ecg.read_signal(base, "II")
+    assert signal.annotation_samples is None
+    peaks, source = ecg.r_peaks(signal)
+    assert source == "xqrs"
+    # every planted beat found, within 10 ms, and nothing else
+    dist = np.abs(planted[:, None] - peaks[None, :])
+    assert (dist.min(axis=1) <= 0.01 * fs).all()
+    assert len(peaks) == len(planted)
+    beats = ecg.load_beats({"dir": str(tmp_path), "record": "synth", "n_points": 40})
+    assert beats.source == "xqrs" and len(beats.paths) == len(planted)
+
+
+# ---------------------------------------------------------------------------- transform
+
+def test_phase_space_of_a_sine() -> None:
+    t = np.linspace(0.0, 1.0, 2001)
+    x = 0.5 * np.sin(2 * np.pi * 2 * t)
+    path = ecg.phase_space(x, t)
+    assert path.shape == (2001, 2)
+    np.testing.assert_allclose(path[:, 0], x)
+    expected = 0.5 * 2 * np.pi * 2 * np.cos(2 * np.pi * 2 * t)
+    np.testing.assert_allclose(path[1:-1, 1], expected[1:-1], atol=1e-3 * expected.max())
+    lo, hi = path.min(axis=0), path.max(axis=0)
+    scaled = ecg.scale_paths(path, lo, hi)
+    np.testing.assert_allclose(scaled.min(axis=0), [-1, -1])
+    np.testing.assert_allclose(scaled.max(axis=0), [1, 1])
+    np.testing.assert_allclose(ecg.unscale_paths(scaled, lo, hi), path, atol=1e-12)
+
+
+def test_baselines() -> None:
+    obs = np.arange(12, dtype=float).reshape(1, 6, 2)
+    right = np.array([[True, True, True, False, False, False]])
+    held = ecg.last_value_baseline(obs, right)
+    np.testing.assert_allclose(held[0, 3:], [[4, 5]] * 3)
+    left = ~right
+    held = ecg.last_value_baseline(obs, left)
+    np.testing.assert_allclose(held[0, :3], [[6, 7]] * 3)
+    mean = ecg.mean_beat_baseline(np.stack([np.zeros((6, 2)), np.ones((6, 2))]), 3)
+    assert mean.shape == (3, 6, 2) and np.all(mean == 0.5)
+
+
+# ---------------------------------------------------------------------------- downloads
+
+def _mirror(tmp_path: Path) -> str:
+    """A file:// "PhysioNet" holding record 100 at <db>/<version>/."""
+    _copy_record(tmp_path / "mirror" / "mitdb" / "1.0.0")
+    return (tmp_path / "mirror").as_uri()
+
+
+@needs_record
+def test_download_verifies_and_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    data = {"base_url": _mirror(tmp_path), "cache_dir": str(tmp_path / "cache")}
+    base = ecg.locate_record(data)
+    assert base == tmp_path / "cache" / "mitdb" / "1.0.0" / "100"
+    assert all(ecg.verify(base).values())
+    # second call: served from the cache, no download needed
+    assert ecg.locate_record({**data, "base_url": "http://127.0.0.1:9"}) == base
+
+
+@needs_record
+def test_download_with_wrong_checksum_is_refused(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    url = _mirror(tmp_path)
+    dat = tmp_path / "mirror" / "mitdb" / "1.0.0" / "100.dat"
+    dat.write_bytes(b"\0" + dat.read_bytes()[1:])
+    with pytest.raises(OdecliError, match="SHA-256"):
+        ecg.locate_record({"base_url": url, "cache_dir": str(tmp_path / "cache")})
+    assert not (tmp_path / "cache" / "mitdb" / "1.0.0" / "100.dat").exists()
+
+
+def test_failed_download_says_how_to_point_at_a_folder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    data = {"base_url": "http://127.0.0.1:9", "cache_dir": str(tmp_path), "timeout": 5}
+    with pytest.raises(OdecliError, match="data.dir=") as info:
+        ecg.locate_record(data)
+    assert "\n" not in str(info.value)
+    with pytest.raises(OdecliError, match="data.download=false"):
+        ecg.locate_record({**data, "download": False})
+
+
+@needs_record
+def test_environment_folder_is_a_fallback(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ecg.ENV_DIR, str(ECG_DIR))
+    assert ecg.locate_record({"dir": None}) == ECG_DIR / "mitdb" / "100"
+    # an explicit data.dir wins over the variable
+    with pytest.raises(OdecliError, match="not found"):
+        ecg.locate_record({"dir": str(tmp_path)})
+
+
+# ---------------------------------------------------------------------------- bad input
+
+def test_missing_record(tmp_path: Path) -> None:
+    with pytest.raises(OdecliError, match="record '999' not found"):
+        ecg.load_beats({"dir": str(tmp_path), "record": "999"})
+    with pytest.raises(OdecliError, match="not a folder"):
+        ecg.load_beats({"dir": str(tmp_path / "nowhere")})
+
+
+@needs_record
+def test_corrupt_header(tmp_path: Path) -> None:
+    folder = _copy_record(tmp_path)
+    (folder / "100.hea").write_text("this is not $ a header\n")
+    with pytest.raises(OdecliError, match="corrupt"):
+        ecg.load_beats({"dir": str(folder)})
+
+
+@needs_record
+def test_truncated_signal_file(tmp_path: Path) -> None:
+    folder = _copy_record(tmp_path)
+    dat = folder / "100.dat"
+    dat.write_bytes(dat.read_bytes()[:100_001])
+    with pytest.raises(OdecliError, match="corrupt|shorter"):
+        ecg.load_beats({"dir": str(folder)})
+
+
+@needs_record
+def test_missing_signal_file(tmp_path: Path) -> None:
+    folder = _copy_record(tmp_path)
+    (folder / "100.dat").unlink()
+    with pytest.raises(OdecliError, match="100.dat"):
+        ecg.load_beats({"dir": str(folder)})
+
+
+@needs_record
+@pytest.mark.parametrize("lead", [2, "V1", -1])
+def test_lead_that_does_not_exist(lead: int | str) -> None:
+    with pytest.raises(OdecliError, match="MLII"):
+        ecg.load_beats({"dir": str(ECG_DIR), "lead": lead})
+
+
+@needs_record
+def test_no_beats_of_the_requested_type() -> None:
+    with pytest.raises(OdecliError, match="no beats of type"):
+        ecg.load_beats({"dir": str(ECG_DIR), "beat_types": ["Q"]})
+
+
+def test_no_beats_detected(tmp_path: Path) -> None:
+    import wfdb
+
+    flat = np.full(20 * 360, 0.2)  # a disconnected lead: nothing to detect
+    wfdb.wrsamp("flat", fs=360, units=["mV"], sig_name=["II"], p_signal=flat[:, None],
+                fmt=["16"], write_dir=str(tmp_path))
+    with pytest.raises(OdecliError, match="no beats"):
+        ecg.load_beats({"dir": str(tmp_path), "record": "flat"})

@@ -1,0 +1,205 @@
+"""Latent-ODE VAE: ELBO, encoders, masks, training, and both commands end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from odecli import latent, runs
+from odecli.errors import ConfigError, OdecliError, RunFailed
+
+REPO = Path(__file__).resolve().parent.parent
+ECG_DIR = REPO.parent / "shared" / "data" / "ecg"
+needs_record = pytest.mark.skipif(not (ECG_DIR / "mitdb" / "100.hea").is_file(),
+                                  reason="MIT-BIH record 100 not in ../shared/data/ecg")
+
+TINY_SPIRAL = ["quiet=true", "data.n_spirals=24", "data.n_points=30", "train.batch_size=12",
+               "train.niters=4", "train.test_freq=2", "model.latent_dim=2",
+               "model.encoder_width=8", "model.ode_width=8", "model.decoder_width=8",
+               "plots.n_examples=2"]
+TINY_ECG = ["quiet=true", f"data.dir={ECG_DIR}", "data.max_beats=80", "data.n_points=24",
+            "train.batch_size=16", "train.niters=4", "train.test_freq=2",
+            "model.latent_dim=2", "model.encoder_width=8", "model.ode_width=8",
+            "model.decoder_width=8", "plots.n_examples=2"]
+
+
+def compose_cfg(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+# ---------------------------------------------------------------------------- ELBO
+
+def test_elbo_matches_hand_computation() -> None:
+    x = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])
+    x_hat = torch.tensor([[[0.5, 0.0], [9.0, 9.0]]])
+    mask = torch.tensor([[True, False]])  # the second point is not scored
+    mu = torch.tensor([[1.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)]])
+    out = latent.elbo(x, x_hat, mask, mu, logvar, noise_std=0.5)
+    # log N(1; 0.5, 0.25) + log N(0; 0, 0.25), each -0.5*(r^2/0.25 + log 0.25 + log 2 pi)
+    loglik = -0.5 * (1.0 + 2 * math.log(0.25) + 2 * math.log(2 * math.pi))
+    # KL = 0.5 * sum(mu^2 + var - log var - 1) = 0.5 * ((1 + 1 - 0 - 1) + (0 + 4 - log 4 - 1))
+    kl = 0.5 * (1.0 + 3.0 - math.log(4.0))
+    assert out.loglik.item() == pytest.approx(loglik, rel=1e-6)
+    assert out.kl.item() == pytest.approx(kl, rel=1e-6)
+    assert out.elbo.item() == pytest.approx(loglik - kl, rel=1e-6)
+    # the KL weight (warm-up) scales only the KL term
+    half = latent.elbo(x, x_hat, mask, mu, logvar, noise_std=0.5, kl_weight=0.5)
+    assert half.elbo.item() == pytest.approx(loglik - 0.5 * kl, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- model parts
+
+@pytest.mark.parametrize("kind", latent.ENCODERS)
+def test_encoders_ignore_unobserved_values(kind: str) -> None:
+    torch.manual_seed(0)
+    model = latent.LatentODEVAE(2, {"encoder": kind, "latent_dim": 3, "encoder_width": 8,
+                                    "ode_width": 8, "decoder_width": 8})
+    t = torch.tensor([0.0, 0.1, 0.15, 0.5, 0.55, 1.0])  # uneven gaps
+    x = torch.randn(4, 6, 2)
+    mask = torch.tensor([[1, 0, 1, 1, 0, 1]] * 4, dtype=torch.bool)
+    mu, logvar = model.encode(x, mask, t)
+    assert mu.shape == logvar.shape == (4, 3)
+    x2 = x.clone()
+    x2[:, 1] = 100.0
+    torch.testing.assert_close(model.encode(x2, mask, t)[0], mu)
+    spec = latent.SolverSpec(method="dopri5", gradient="direct", rtol=1e-3, atol=1e-4)
+    x_hat, _, _ = model(x, mask, t, spec)
+    assert x_hat.shape == (4, 6, 2)
+
+
+def test_masks() -> None:
+    rng = np.random.default_rng(0)
+    assert latent.random_subset(100, 0.3, rng).sum() == 30
+    gap = latent.gap_mask(100, 0.3, rng)
+    missing = np.flatnonzero(~gap)
+    assert len(missing) == 30 and np.all(np.diff(missing) == 1)
+    assert gap[0] and gap[-1]
+    right = latent.edge_mask(10, 0.4, "right")
+    assert right.tolist() == [True] * 4 + [False] * 6
+    assert latent.edge_mask(10, 0.4, "left").tolist() == [False] * 6 + [True] * 4
+
+
+def test_spirals_turn_both_ways_and_hold_out() -> None:
+    data = latent.make_spirals({"n_spirals": 40, "n_points": 50}, seed=0)
+    assert data.truth.shape == (40, 50, 2)
+    assert len(data.test) == 10 and len(data.val) == 5 and len(data.train) == 25
+    assert not set(data.train) & set(data.test) and not set(data.val) & set(data.test)
+    # direction of rotation from the sign of the cross product of successive points
+    cross = np.cross(data.truth[:, :-1], data.truth[:, 1:]).mean(axis=1)
+    assert (cross > 0).any() and (cross < 0).any()
+    for m, (a, b) in zip(data.mask, data.span, strict=True):
+        assert m[:a].sum() == 0 and m[b:].sum() == 0 and m[a:b].sum() == 10
+
+
+# ---------------------------------------------------------------------------- training
+
+def test_short_training_run_loss_falls(tmp_path: Path) -> None:
+    cfg = compose_cfg("spiral_vae", [
+        "quiet=true", "data.n_spirals=40", "data.n_points=30", "data.test_fraction=0.25",
+        "train.batch_size=30", "train.niters=30", "train.test_freq=1", "train.lr=0.02",
+        "model.latent_dim=4", "model.encoder_width=16", "model.ode_width=16",
+        "model.decoder_width=16", "plots.enabled=false"])
+    latent.run_spiral_vae(cfg, tmp_path)
+    losses = [r["loss"] for r in runs.History.read(tmp_path / runs.HISTORY)]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:2])
+
+
+def test_spiral_vae_end_to_end(tmp_path: Path) -> None:
+    cfg = compose_cfg("spiral_vae", TINY_SPIRAL + ["model.encoder=odernn"])
+    metrics = latent.run_spiral_vae(cfg, tmp_path)
+    assert metrics["status"] == "ok"
+    for key in ("reconstruction_mse", "extrapolation_forward_mse",
+                "extrapolation_backward_mse", "seconds_per_iter", "wall_seconds",
+                "peak_memory_mb"):
+        assert np.isfinite(metrics[key]), key
+    assert runs.read_json(tmp_path / runs.METRICS)["environment"]["torch"] == torch.__version__
+    for name in ("history.csv", "checkpoint.pt", "spiral_vae.png", "loss.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["iteration"] == 4
+    assert {"model", "optimizer", "rng"} <= set(state)
+
+
+def test_adjoint_and_other_solvers_run(tmp_path: Path) -> None:
+    for i, extra in enumerate((["gradient=adjoint"], ["solver=rk4", "solver.step_size=0.5"])):
+        cfg = compose_cfg("spiral_vae", TINY_SPIRAL + ["train.niters=2", "plots.enabled=false",
+                                                       *extra])
+        assert latent.run_spiral_vae(cfg, tmp_path / str(i))["status"] == "ok"
+
+
+def test_solver_blow_up_is_recorded_and_raised(tmp_path: Path) -> None:
+    cfg = compose_cfg("spiral_vae", TINY_SPIRAL + ["+solver.options.max_num_steps=2",
+                                                   "solver.rtol=1e-9", "solver.atol=1e-10"])
+    with pytest.raises(RunFailed, match="max_num_steps"):
+        latent.run_spiral_vae(cfg, tmp_path)
+    metrics = runs.read_json(tmp_path / runs.METRICS)
+    assert metrics["status"].startswith("failed: ") and metrics["hint"]
+
+
+@needs_record
+def test_ecg_vae_end_to_end(tmp_path: Path) -> None:
+    cfg = compose_cfg("ecg_vae", TINY_ECG)
+    metrics = latent.run_ecg_vae(cfg, tmp_path)
+    assert metrics["status"] == "ok"
+    for task in ("reconstruction", "gap", "extrapolation_right", "extrapolation_left"):
+        assert np.isfinite(metrics[f"{task}_mse"]), task
+        assert (tmp_path / f"ecg_{task}.png").stat().st_size > 0
+    for side in ("right", "left"):
+        for base in ("mean_beat", "last_value"):
+            assert np.isfinite(metrics[f"extrapolation_{side}_{base}_mse"])
+    assert "ODC-By" in metrics["data_license"]
+    assert metrics["data"]["beats"] == 80 and metrics["data"]["lead"] == "MLII"
+    assert isinstance(metrics["beats_both_baselines"], bool)
+    for name in ("history.csv", "checkpoint.pt", "loss.png", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+
+
+@needs_record
+def test_ecg_vae_runs_in_a_joblib_worker(tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    cfg = compose_cfg("ecg_vae", TINY_ECG + ["train.niters=2", "plots.enabled=false"])
+    [metrics] = joblib.Parallel(n_jobs=2, backend="loky")(
+        [joblib.delayed(latent.run_ecg_vae)(cfg, tmp_path)])
+    assert metrics["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("override, message", [
+    ("model.encoder=lstm", "model.encoder"),
+    ("train.niters=0", "train.niters"),
+    ("train.lr=-1", "train.lr"),
+    ("model.obs_noise_std=0", "obs_noise_std"),
+    ("solver.method=rk45", "solver method"),
+])
+def test_bad_config_values(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        latent.validate_spiral_vae(compose_cfg("spiral_vae", [override]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tasks.gap_fraction=1.5", "tasks.gap_fraction"),
+    ("data.split=[0.5,0.5]", "data.split"),
+    ("data.lead=V9", "lead 'V9'"),
+    ("data.record=999", "not found"),
+])
+@needs_record
+def test_bad_ecg_values_fail_before_training(override: str, message: str) -> None:
+    cfg = compose_cfg("ecg_vae", [f"data.dir={ECG_DIR}", override])
+    with pytest.raises(OdecliError, match=message):
+        latent.validate_ecg_vae(cfg)
+
+
+@needs_record
+def test_ecg_bad_input_through_the_runner(tmp_path: Path) -> None:
+    cfg = compose_cfg("ecg_vae", TINY_ECG + ["data.beat_types=[Q]"])
+    with pytest.raises(OdecliError, match="no beats"):
+        latent.run_ecg_vae(cfg, tmp_path / "run")
