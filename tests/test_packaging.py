@@ -1,0 +1,38 @@
+"""The configs/ tree ships inside the wheel, so a plain `pip install .` finds it anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import REPO
+
+from odecli.configs_index import config_dir
+
+
+def test_wheel_contains_every_config_file(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("odecli-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"odecli/configs/{p.relative_to(config_dir()).as_posix()}"
+                for p in config_dir().rglob("*.yaml")}
+    assert "odecli/configs/train.yaml" in expected
+    assert expected <= names
+    entry = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "odecli = odecli.cli:main" in entry
+
+
+def test_help_and_list_do_not_import_torch():
+    code = ("import sys; from odecli.cli import main; sys.argv=['odecli','list'];\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert 'hydra' not in sys.modules, 'hydra imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
