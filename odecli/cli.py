@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -36,13 +37,23 @@ def _fail(message: str, code: int = 2) -> None:
 def _run_command(name: str, overrides: list[str] | None, multirun: bool, cfg: str | None,
                  package: str | None, resolve: bool, info: str | None) -> None:
     from . import hydra_bridge
-    from .errors import OdecliError
 
     if cfg is not None and cfg not in ("job", "hydra", "all"):
         _fail(f"--cfg takes job, hydra or all, got '{cfg}'")
+    _guarded(lambda: hydra_bridge.launch(name, list(overrides or []), multirun=multirun,
+                                         cfg=cfg, package=package, resolve=resolve, info=info))
+
+
+def _guarded(work: Callable[[], object]) -> None:
+    """Run a command body: user errors as one line with their exit code, Ctrl-C as 130,
+    SIGTERM during training as 143 (the run says how to resume), bugs as one line."""
+    from .errors import Interrupted, OdecliError
+
     try:
-        hydra_bridge.launch(name, list(overrides or []), multirun=multirun, cfg=cfg,
-                            package=package, resolve=resolve, info=info)
+        work()
+    except Interrupted as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.exit_code) from None
     except OdecliError as exc:
         _fail(str(exc), getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
@@ -110,12 +121,66 @@ def ecg_vae(
     _run_command("ecg-vae", overrides, multirun, cfg, package, resolve, info)
 
 
+@app.command("report", help=(
+    "Compare runs: a table, report.csv, report.md and figures.\n\n"
+    "One row per run folder found under each PATH (single runs, sweeps, resumed runs): the "
+    "overrides that differ, status, failure reason and metrics. Writes report.csv, "
+    "report.md, report_error.png and report_loss.png.\n\n"
+    "Example: odecli report outputs/multirun/2025-01-31/10-00-00-000000 --sort error_rel"))
+def report_cmd(
+    paths: list[str] = typer.Argument(..., help="Run folders or folders holding runs.",
+                                      show_default=False),
+    sort: str = typer.Option(None, "--sort", "-s", help="Metric or override to sort by "
+                             "(default: extrap_error_rel when present)."),
+    descending: bool = typer.Option(False, "--descending", help="Largest first."),
+    out: str = typer.Option(None, "--out", "-o", help="Where to write the report files "
+                            "(default: the PATH, or the folder common to several)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the figures."),
+) -> None:
+    def work() -> None:
+        from . import report
+
+        text, files = report.report(list(paths), sort=sort, descending=descending, out=out,
+                                    plots=plots)
+        typer.echo(text)
+        typer.echo(f"\nwrote {', '.join(str(f) for f in files)}")
+
+    _guarded(work)
+
+
+@app.command("eval", context_settings=_HYDRA_ARGS, help=(
+    "Re-evaluate a trained run from its checkpoint, without retraining.\n\n"
+    "Optionally with another solver or tolerance, or a longer extrapolation window. "
+    "Results (eval.json) "
+    "and redrawn figures go to RUN/eval/<date>/<time>/.\n\n"
+    "Examples:\n\n"
+    "  odecli eval outputs/train/2025-01-31/10-00-00-000000_spiral\n\n"
+    "  odecli eval RUN solver=rk4 solver.step_size=0.01 system.extrapolate=1.0"))
+def eval_cmd(
+    run: str = typer.Argument(..., help="The run folder.", show_default=False),
+    overrides: list[str] = typer.Argument(None, help="solver=..., solver.rtol=..., "
+                                          "system.extrapolate=..., device=...",
+                                          show_default=False),
+    out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/."),
+) -> None:
+    def work() -> None:
+        from .evaluate import evaluate_run
+
+        result, out_dir = evaluate_run(run, list(overrides or []), out)
+        summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("error_rel", "extrap_error_rel",
+                                                             "nfe_eval")
+                            if isinstance(result.get(k), (int, float)))
+        typer.echo(f"eval: {result['status']}  {summary}\n  results: {out_dir}")
+
+    _guarded(work)
+
+
 @app.command("list")
 def list_configs(
     group: str = typer.Argument(None, help="Show only this group (system, model, ...)."),
 ) -> None:
     """List every config group with its options and what each one is."""
-    from .hydra_bridge import config_dir
+    from .configs_index import config_dir
 
     try:
         text = describe_groups(config_dir(), group)

@@ -6,8 +6,10 @@ add synchronisation: the default is one thread (see benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,33 @@ from .errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEVICES = ("cpu", "cuda", "auto")
+
+
+# Upper bound on threads per job, set by the launcher bridge (joblib: cores // parallel jobs).
+_THREAD_CAP: int | None = None
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def thread_cap(cap: int | None) -> Iterator[None]:
+    """Cap device.threads (and the BLAS/OpenMP variables child libraries read) for one job."""
+    global _THREAD_CAP
+    if cap is None:
+        yield
+        return
+    old_cap, old_env = _THREAD_CAP, {k: os.environ.get(k) for k in _THREAD_ENV}
+    _THREAD_CAP = cap
+    for k in _THREAD_ENV:
+        os.environ[k] = str(cap)
+    try:
+        yield
+    finally:
+        _THREAD_CAP = old_cap
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @dataclass
@@ -40,6 +69,8 @@ def setup(cfg: Mapping[str, Any]) -> Runtime:
         threads = torch.get_num_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"device.threads must be a positive integer, got {threads!r}")
+    if _THREAD_CAP is not None:
+        threads = min(threads, _THREAD_CAP)
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(

@@ -27,3 +27,24 @@ class RunFailed(OdecliError):
     """A run started but did not finish successfully; its folder records why."""
 
     exit_code = 1
+
+
+class CheckpointError(OdecliError):
+    """A checkpoint that is missing, corrupt or from an incompatible config."""
+
+
+class Interrupted(OdecliError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the run can resume.
+
+    The exit code follows the shell convention 128 + signal number (130 for Ctrl-C, 143 for
+    SIGTERM). Arguments stay in `args` so the exception survives pickling from a worker.
+    """
+
+    def __init__(self, message: str, signum: int = 2, run_dir: str = "") -> None:
+        super().__init__(message, signum, run_dir)
+        self.signum = signum
+        self.run_dir = run_dir
+        self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        return str(self.args[0])

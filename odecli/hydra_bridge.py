@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs_index import config_dir
-from .errors import OdecliError, RunFailed
+from .errors import Interrupted, OdecliError, RunFailed
 
 log = logging.getLogger("odecli")
 
@@ -34,11 +34,12 @@ class Command:
     runner: str       # "module:function" taking (cfg, run_dir) -> metrics dict
     validator: str    # "module:function" taking (cfg) and raising OdecliError on bad input
     tag: str = ""     # appended to the run folder name, may use ${hydra.runtime.choices.X}
+    tag_group: str = ""  # the config group whose choice names single-run folders
 
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train", "train", "odecli.train:run", "odecli.train:validate",
-                     "_${hydra.runtime.choices.system}"),
+                     "_${hydra.runtime.choices.system}", "system"),
     "spiral-vae": Command("spiral-vae", "spiral_vae", "odecli.latent:run_spiral_vae",
                           "odecli.latent:validate_spiral_vae"),
     "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent:run_ecg_vae",
@@ -146,14 +147,15 @@ def _hydra_call_state() -> Iterator[None]:
         GlobalHydra.instance().clear()
 
 
-def compose(cmd: Command, overrides: list[str]) -> Any:
-    """Compose a config without running it (used to validate single runs up front)."""
+def compose(cmd: Command, overrides: list[str], with_hydra: bool = False) -> Any:
+    """Compose a config without running it (used to validate runs up front)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with _hydra_call_state(), initialize_config_dir(config_dir=str(config_dir()),
                                                     version_base="1.3"):
-        return hydra_compose(config_name=cmd.config_name, overrides=overrides)
+        return hydra_compose(config_name=cmd.config_name, overrides=overrides,
+                             return_hydra_config=with_hydra)
 
 
 _OUTCOME = Outcome()
@@ -185,8 +187,14 @@ class _JobFunction:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.WARNING)
         _OUTCOME.run_dirs.append(run_dir)
+        from . import device as device_mod
+
         try:
-            metrics = _load(cmd.runner)(cfg, run_dir)
+            with device_mod.thread_cap(thread_share(HydraConfig.get().launcher)):
+                metrics = _load(cmd.runner)(cfg, run_dir)
+        except Interrupted as exc:
+            # Past Hydra's per-job `except Exception`: Ctrl-C stops the whole sweep.
+            raise _Stop(exc) from None
         except OdecliError as exc:
             metrics_path = run_dir / runs.METRICS
             if not metrics_path.exists():
@@ -202,16 +210,48 @@ class _JobFunction:
         return {"status": metrics.get("status"), "run_dir": str(run_dir)}
 
 
-SUMMARY_KEYS = ("error_rel", "extrap_error_rel", "seconds_per_iter", "recon_mse",
-                "extrap_mse", "wall_seconds")
+class _Stop(BaseException):
+    """Carries an Interrupted out of Hydra's job runner, which catches every Exception."""
+
+    def __init__(self, exc: Interrupted) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def thread_share(launcher: Any) -> int | None:
+    """CPU threads one job may use: cores // parallel jobs under joblib (jobs must not fight
+    over cores), the allocation under submitit, no cap for the sequential basic launcher."""
+    target = str(launcher.get("_target_", "")).lower() if launcher is not None else ""
+    cpus = os.cpu_count() or 1
+    if "joblib" in target:
+        n = launcher.get("n_jobs", -1)
+        n = cpus if n is None else (max(1, cpus + 1 + n) if n < 0 else max(1, n))
+        return max(1, cpus // min(n, cpus))
+    if "submitit" in target:
+        per_task = launcher.get("cpus_per_task")
+        return int(per_task) if isinstance(per_task, int) and per_task > 0 else None
+    return None
+
+
+SUMMARY_KEYS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
+                "extrapolation_forward_mse", "extrapolation_backward_mse",
+                "extrapolation_right_mse", "extrapolation_left_mse", "seconds_per_iter",
+                "wall_seconds")
 
 
 def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
            cfg: str | None = None, package: str | None = None, resolve: bool = False,
            info: str | None = None) -> Outcome:
-    """Run a command through Hydra's CLI driver; raises OdecliError with a one-line message."""
+    """Run a command through Hydra's CLI driver; raises OdecliError with a one-line message.
+
+    Before Hydra runs, every job's config is validated (bad input writes nothing), a single
+    run's folder (or a sweep's) is claimed with an exclusive mkdir so parallel shell-started
+    runs never share one, and `resume=` is turned into a run in the stored folder.
+    """
     from hydra import version as hydra_version
     from hydra._internal.utils import _run_hydra, get_args_parser
+
+    from . import resume as resume_mod
 
     cmd = COMMANDS[cmd_name]
     if multirun and (cfg or info):
@@ -220,11 +260,43 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     hydra_version.setbase("1.3")
     args = list(overrides)
     showing = bool(cfg or info)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in args}
+    resume_dir = resume_mod.target(args)
+    claimed: Path | None = None
+    extra: list[str] = []
+    if resume_dir is not None:
+        if cmd_name != "train":
+            raise OdecliError("resume= is supported by odecli train only")
+        if multirun:
+            raise OdecliError("resume= continues one run and cannot be combined with -m")
+        run_dir = resume_mod.run_folder(resume_dir)
+        args = resume_mod.merged_overrides(run_dir, args)
     if not showing:
         check_writable(args, multirun)
-        if not multirun:
-            validate(cmd, args)
-    argv = args + default_hydra_overrides(cmd, args)
+        jobs = sweep_jobs(args) if multirun else [args]
+        composed = None
+        for i, job in enumerate(jobs):
+            try:
+                composed = validate(cmd, job)
+            except OdecliError as exc:
+                if len(jobs) == 1:
+                    raise
+                swept = " ".join(o for o in job if o not in args)
+                raise type(exc)(f"sweep job {i} ({swept}): {exc}") from None
+        if resume_dir is not None:
+            resume_mod.check(run_dir, composed)
+            resume_mod.backup_hydra_files(run_dir)
+            extra.append(f"hydra.run.dir={resume_mod.quote(str(run_dir))}")
+        elif multirun and "hydra.sweep.dir" not in given:
+            claimed = claim_dir(outputs_root() / "multirun", "")
+            extra.append(f"hydra.sweep.dir={resume_mod.quote(str(claimed))}")
+        elif not multirun and "hydra.run.dir" not in given:
+            tag = ""
+            if cmd.tag_group and composed is not None:
+                tag = "_" + str(composed.hydra.runtime.choices.get(cmd.tag_group))
+            claimed = claim_dir(outputs_root() / cmd.name, tag)
+            extra.append(f"hydra.run.dir={resume_mod.quote(str(claimed))}")
+    argv = args + extra + default_hydra_overrides(cmd, args + extra)
     if multirun:
         argv.insert(0, "--multirun")
     if cfg:
@@ -241,16 +313,24 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     global _OUTCOME
     _OUTCOME = outcome
     sweep_recorder = _SweepRecorder()
-    with _hydra_call_state(), sweep_recorder:
-        try:
-            _run_hydra(args=parsed, args_parser=parser, task_function=_job(cmd_name),
-                       config_path=str(config_dir()), config_name=cmd.config_name)
-        except OdecliError:
-            if not multirun:
-                raise
-        except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
-            if not multirun or not _is_job_failure(exc):
-                raise OdecliError(one_line(exc)) from exc
+    try:
+        with _hydra_call_state(), sweep_recorder:
+            try:
+                _run_hydra(args=parsed, args_parser=parser, task_function=_job(cmd_name),
+                           config_path=str(config_dir()), config_name=cmd.config_name)
+            except _Stop as stop:
+                raise stop.exc from None
+            except OdecliError:
+                if not multirun:
+                    raise
+            except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
+                if not multirun or not _is_job_failure(exc):
+                    raise OdecliError(one_line(exc)) from exc
+    except BaseException:
+        if claimed is not None:  # nothing ran in it: do not leave an empty folder behind
+            with contextlib.suppress(OSError):
+                claimed.rmdir()
+        raise
     outcome.sweep_dir = sweep_recorder.sweep_dir
     if multirun:
         outcome.failures = sweep_failures(outcome.sweep_dir) if outcome.sweep_dir else []
@@ -258,6 +338,49 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             names = "; ".join(f"job {Path(d).name}: {r}" for d, r in outcome.failures)
             raise MultirunFailed(f"{len(outcome.failures)} job(s) failed: {names}")
     return outcome
+
+
+def claim_dir(parent: Path, tag: str) -> Path:
+    """<parent>/<date>/<time with microseconds><tag>, created with an exclusive mkdir: two
+    processes started in the same microsecond still get two folders."""
+    from datetime import datetime
+
+    while True:
+        now = datetime.now()
+        path = parent / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + tag)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OdecliError(f"cannot create the run folder {path}: "
+                              f"{exc.strerror or exc}") from exc
+        return path
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Expand a sweep the way Hydra's basic sweeper does (cartesian product of a,b,c lists),
+    so every job's config can be checked before any job runs."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise OdecliError(one_line(exc)) from exc
+    axes = []
+    for o in parsed:
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            try:
+                axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+            except Exception as exc:
+                raise OdecliError(one_line(exc)) from exc
+        else:
+            axes.append([o.input_line])
+    return [list(job) for job in itertools.product(*axes)]
 
 
 class MultirunFailed(OdecliError):
@@ -268,15 +391,22 @@ def _is_job_failure(exc: BaseException) -> bool:
     return isinstance(exc, OdecliError) or "RunFailed" in type(exc).__name__
 
 
-def validate(cmd: Command, overrides: list[str]) -> None:
-    """Compose and check a single run's config before Hydra creates its folder."""
+def validate(cmd: Command, overrides: list[str]) -> Any:
+    """Compose and check one job's config before Hydra creates its folder; returns the
+    composed config (with its `hydra` node, which the validator does not see)."""
+    from omegaconf import open_dict
+
     try:
-        composed = compose(cmd, overrides)
+        composed = compose(cmd, overrides, with_hydra=True)
     except OdecliError:
         raise
     except Exception as exc:
         raise OdecliError(one_line(exc)) from exc
-    _load(cmd.validator)(composed)
+    job = composed.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    _load(cmd.validator)(job)
+    return composed
 
 
 def sweep_failures(sweep_dir: Path) -> list[tuple[str, str]]:

@@ -13,8 +13,10 @@ import math
 import os
 import platform
 import resource
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -190,3 +192,49 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM inside `stop_signals()`; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+
+def _handlers_allowed() -> bool:
+    """Only the main thread of a job's own process: not a joblib (loky) worker, which the
+    launcher stops itself, and not a thread, where `signal.signal` is refused."""
+    import multiprocessing
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    return not multiprocessing.current_process().name.startswith("LokyProcess")
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopFlag]:
+    """Turn the first SIGINT/SIGTERM into a flag (finish the step, checkpoint, stop); a second
+    one raises KeyboardInterrupt at once. Previous handlers come back afterwards."""
+    flag = StopFlag()
+    if not _handlers_allowed():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.signum is not None:
+            raise KeyboardInterrupt
+        flag.signum = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

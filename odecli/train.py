@@ -19,14 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 from . import data as data_mod
 from . import device as device_mod
 from . import models, runs, solve, systems
-from .errors import ConfigError, OdecliError, SolverError
+from .errors import CheckpointError, ConfigError, Interrupted, OdecliError, SolverError
 
 log = logging.getLogger("odecli.train")
 
 OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam,
               "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULES = ("constant", "cosine")
+SAMPLINGS = ("uniform", "arclength")
 LOSSES = ("l1", "mse")
+CHECKPOINT_FORMAT = 1
+# Keys a resumed run (or a checkpoint reload) may change: they do not change what was learned.
+RESUMABLE_KEYS = ("resume", "quiet", "train.niters", "train.test_freq", "train.checkpoint_every",
+                  "plots", "device")
 
 
 def _positive_int(cfg: Mapping[str, Any], key: str, allow_zero: bool = False) -> int:
@@ -60,8 +65,9 @@ def validate_train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
     if out["batch_time"] < 2:
         raise ConfigError("train.batch_time must be at least 2 (a window needs two points)")
-    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES)):
-        value = str(cfg.get(key))
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES),
+                         ("sampling", SAMPLINGS)):
+        value = str(cfg.get(key, "uniform" if key == "sampling" else None))
         if value not in allowed:
             raise ConfigError(f"unknown train.{key} '{value}'; choose one of: "
                               f"{', '.join(allowed)}")
@@ -99,6 +105,8 @@ class Trainer:
         self.obs = data_mod.observe(self.t_full[: self.n_train], self.truth[: self.n_train],
                                     cfg.data, self.gen)
         data_mod.check_window(self.obs, self.opts["batch_time"])
+        self.window_weights = (data_mod.arclength_weights(self.obs, self.opts["batch_time"])
+                               if self.opts["sampling"] == "arclength" else None)
         centred = truth[: self.n_train] - truth[: self.n_train].mean(0)
         self.scale = float(centred.pow(2).sum(-1).mean().sqrt())
         self.field = models.build(cfg.model, self.system.dim).to(dev, dt)
@@ -120,6 +128,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_loss = float("nan")
         self.last_eval: dict[str, float] = {}
+        self._cfg_plain: dict[str, Any] | None = None
 
     # -- training -------------------------------------------------------------------------
     def loss_fn(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -129,7 +138,8 @@ class Trainer:
     def step(self) -> float:
         """One optimisation step on a random batch of windows; returns the batch loss."""
         o = self.opts
-        batch = data_mod.sample(self.obs, o["batch_size"], o["batch_time"], self.gen)
+        batch = data_mod.sample(self.obs, o["batch_size"], o["batch_time"], self.gen,
+                                self.window_weights)
         y0 = self._augment(batch.y0)
         if self.field.time_dependent:
             self.field.t_offset = batch.t_start
@@ -176,32 +186,61 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Train to niters, evaluating every test_freq; returns the metrics written."""
+        """Train to niters, evaluating every test_freq; returns the metrics written.
+
+        SIGINT/SIGTERM finish the current step, then checkpoint, write `status: interrupted`
+        and the figures, and raise `Interrupted` (exit 130/143); `resume=` continues the run.
+        """
         o = self.opts
         start_wall = time.perf_counter()
         status, reason, hint = "ok", None, None
-        try:
-            with runs.progress(o["niters"], f"train {self.system.name}", self.quiet,
-                               start=self.iteration) as bar:
-                if self.iteration == 0:
-                    self._record(self.evaluate())
-                while self.iteration < o["niters"]:
-                    t0 = time.perf_counter()
-                    self.last_loss = self.step()
-                    self.train_seconds += time.perf_counter() - t0
-                    self.iteration += 1
-                    last = self.iteration == o["niters"]
-                    if self.iteration % o["test_freq"] == 0 or last:
+        every = o["checkpoint_every"]
+        with runs.stop_signals() as stop:
+            try:
+                with runs.progress(o["niters"], f"train {self.system.name}", self.quiet,
+                                   start=self.iteration) as bar:
+                    if self.iteration == 0:
                         self._record(self.evaluate())
-                    bar.update(self.iteration, loss=self.last_loss,
-                               err=self.last_eval.get("error_rel", float("nan")),
-                               nfe=self.func.nfe)
-        except SolverError as exc:
-            status, reason, hint = "failed", str(exc), exc.hint
-            log.error("run failed at iteration %d: %s (%s)", self.iteration, exc, exc.hint)
-        metrics = self.metrics(status, reason, hint, time.perf_counter() - start_wall)
-        self.finish(metrics)
+                    while self.iteration < o["niters"] and not stop:
+                        t0 = time.perf_counter()
+                        self.last_loss = self.step()
+                        self.train_seconds += time.perf_counter() - t0
+                        self.iteration += 1
+                        last = self.iteration == o["niters"]
+                        if self.iteration % o["test_freq"] == 0 or last:
+                            self._record(self.evaluate())
+                        if every and self.iteration % every == 0 and not last:
+                            self.save_checkpoint()
+                        bar.update(self.iteration, loss=self.last_loss,
+                                   err=self.last_eval.get("error_rel", float("nan")),
+                                   nfe=self.func.nfe)
+            except SolverError as exc:
+                status, reason, hint = "failed", str(exc), exc.hint
+                log.error("run failed at iteration %d: %s (%s)", self.iteration, exc, exc.hint)
+            if stop and status == "ok" and self.iteration < o["niters"]:
+                status, reason = "interrupted", stop.name
+                log.warning("%s at iteration %d: writing a checkpoint", stop.name,
+                            self.iteration)
+            metrics = self.metrics(status, reason, hint, time.perf_counter() - start_wall)
+            if status == "interrupted":
+                metrics.update(self._interrupted_eval())
+                metrics["resume"] = f"odecli train resume={self.run_dir}"
+            self.finish(metrics)
+        if status == "interrupted":
+            assert stop.signum is not None
+            raise Interrupted(f"interrupted by {stop.name} at iteration {self.iteration} of "
+                              f"{o['niters']}; checkpoint saved, continue with: odecli train "
+                              f"resume={self.run_dir}", stop.signum, str(self.run_dir))
         return metrics
+
+    def _interrupted_eval(self) -> dict[str, Any]:
+        """Errors of the model as it stands (not added to the history, so a resumed run's
+        history matches an uninterrupted one)."""
+        try:
+            ev = self.evaluate()
+        except SolverError:
+            return {}
+        return {k: v for k, v in ev.items() if k != "nfe_eval"}
 
     def _record(self, ev: dict[str, float]) -> None:
         self.last_eval = ev
@@ -217,8 +256,9 @@ class Trainer:
     def metrics(self, status: str, reason: str | None, hint: str | None, wall: float
                 ) -> dict[str, Any]:
         its = max(self.iteration, 1)
+        label = {"ok": "ok", "interrupted": "interrupted"}.get(status, f"failed: {reason}")
         m: dict[str, Any] = {
-            "status": "ok" if status == "ok" else f"failed: {reason}",
+            "status": label,
             "system": self.system.name,
             "iterations": self.iteration,
             "niters": self.opts["niters"],
@@ -237,6 +277,8 @@ class Trainer:
             "solver": self.spec.method,
             "environment": runs.environment(self.rt.device, self.rt.dtype, self.rt.threads),
         }
+        if status == "interrupted":
+            m["interrupted_by"] = reason
         if hint:
             m["hint"] = hint
         return m
@@ -252,23 +294,90 @@ class Trainer:
                 metrics["figures_error"] = str(exc)
         runs.write_json(self.run_dir / runs.METRICS, metrics)
 
-    def save_checkpoint(self) -> None:
-        state = {
+    def config_plain(self) -> dict[str, Any]:
+        """The resolved config as plain containers (computed once: checkpoints reuse it)."""
+        if self._cfg_plain is None:
+            self._cfg_plain = OmegaConf.to_container(self.cfg, resolve=True)  # type: ignore
+        return self._cfg_plain
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "command": "train",
             "iteration": self.iteration,
+            "niters": self.opts["niters"],
             "model": self.field.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "torch_rng": torch.get_rng_state(),
             "data_rng": self.gen.get_state(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": self.config_plain(),
             "counters": {"nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
                          "train_seconds": self.train_seconds, "nfe": self.func.nfe},
+            "last_loss": self.last_loss,
+            "last_eval": dict(self.last_eval),
+            "history": [dict(r) for r in self.history.rows],
+            "frames": [(i, torch.as_tensor(f)) for i, f in self.frames],
         }
+
+    def save_checkpoint(self) -> None:
+        """checkpoint.pt, atomically: a crash mid-write keeps the previous checkpoint."""
         import io
 
         buf = io.BytesIO()
-        torch.save(state, buf)
+        torch.save(self.state(), buf)
         runs.atomic_write_bytes(self.run_dir / runs.CHECKPOINT, buf.getvalue())
+
+    def load_checkpoint(self, path: Path, restore_training: bool = True,
+                        allowed: tuple[str, ...] = RESUMABLE_KEYS) -> dict[str, Any]:
+        """Restore a checkpoint written by `save_checkpoint` (model only unless
+        restore_training); refuses one that is corrupt or from an incompatible config."""
+        state = read_checkpoint(path)
+        check_compatible(state["config"], self.config_plain(), f"checkpoint {path}", allowed)
+        try:
+            self.field.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: "
+                                  f"{one_line_text(exc)}") from None
+        if not restore_training:
+            self.iteration = int(state["iteration"])
+            self.history.rows = [dict(r) for r in state.get("history", [])]
+            return state
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+                if int(state.get("niters", self.opts["niters"])) != self.opts["niters"]:
+                    self._stretch_schedule()
+            torch.set_rng_state(state["torch_rng"])
+            self.gen.set_state(state["data_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} cannot be restored: "
+                                  f"{one_line_text(exc)}") from None
+        c = state["counters"]
+        self.iteration = int(state["iteration"])
+        self.nfe_forward, self.nfe_backward = int(c["nfe_forward"]), int(c["nfe_backward"])
+        self.train_seconds = float(c["train_seconds"])
+        self.func.nfe = int(c["nfe"])
+        self.last_loss = float(state["last_loss"])
+        self.last_eval = dict(state["last_eval"])
+        self.history.rows = [dict(r) for r in state["history"]]
+        self.history.flush()
+        self.frames = [(int(i), f.numpy()) for i, f in state.get("frames", [])]
+        return state
+
+    def _stretch_schedule(self) -> None:
+        """niters was raised on resume: follow the cosine schedule of the new length from the
+        current iteration (closed form; the recursive form would drift)."""
+        sch = self.scheduler
+        assert sch is not None
+        sch.T_max = self.opts["niters"]
+        step, lo = sch.last_epoch, self.opts["lr_min"]
+        lr = lo + (self.opts["lr"] - lo) * (1 + math.cos(math.pi * step / sch.T_max)) / 2
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sch._last_lr = [lr for _ in self.optimizer.param_groups]
 
     def figures(self) -> None:
         from . import plots
@@ -325,13 +434,74 @@ def trajectory_errors(pred: torch.Tensor, truth: torch.Tensor, n_train: int, sca
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Entry point for `odecli train`: build, train, write; raises OdecliError on bad input."""
+    """Entry point for `odecli train`: build, train, write; raises OdecliError on bad input.
+
+    With `resume=<run folder>` (the bridge runs the job in that folder) the checkpoint there
+    is restored first and training continues to train.niters.
+    """
     device_mod.quiet_warnings()
     trainer = Trainer(cfg, run_dir)
+    if cfg.get("resume"):
+        trainer.load_checkpoint(Path(run_dir) / runs.CHECKPOINT)
+        log.info("resumed at iteration %d of %d", trainer.iteration, trainer.opts["niters"])
     metrics = trainer.run()
     if metrics["status"] != "ok":
         raise RunFailedWithMetrics(metrics)
     return metrics
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint's state dict; one clear line when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist (no checkpoint to load)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: "
+                              f"{one_line_text(exc)}") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"checkpoint {path} is not an odecli train checkpoint")
+    if state.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} was written by a newer odecli")
+    return state
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any],
+                       allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
+    """Keys (outside `allowed` and their subtrees) whose values differ, as 'key: a -> b'."""
+    a, b = _flatten(stored), _flatten(given)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in allowed):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            out.append(f"{key}: {a.get(key, '<unset>')} -> {b.get(key, '<unset>')}")
+    return out
+
+
+def check_compatible(stored: Mapping[str, Any], given: Mapping[str, Any], what: str,
+                     allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+    """Refuse a config that would change what the stored state means."""
+    diffs = config_differences(stored, given, allowed)
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise CheckpointError(f"{what} comes from an incompatible config: {diffs[0]}{more}; "
+                              f"only {', '.join(k for k in allowed if k != 'resume')} may change")
+
+
+def one_line_text(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
 
 
 class RunFailedWithMetrics(OdecliError):

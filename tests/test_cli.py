@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
+from conftest import FAST, read_metrics, run_dirs
 from PIL import Image
 
-from conftest import FAST, read_metrics, run_dirs
 from odecli.configs_index import config_dir, options
 
 SYSTEMS = [n for n, _ in options(config_dir(), "system")]

@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import torch
+from conftest import FAST, read_metrics, run_dirs
 from hydra import compose, initialize_config_dir
 
-from conftest import FAST, read_metrics, run_dirs
 from odecli import data, solve, systems, train
 from odecli.configs_index import config_dir
 

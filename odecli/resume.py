@@ -1,0 +1,107 @@
+"""`odecli train resume=<run folder>`: continue a run in its own folder.
+
+The bridge asks this module for the overrides that rebuild the stored run (the folder's
+`.hydra/overrides.yaml`, then the user's changes), checks the result against the stored
+config and checkpoint *before* Hydra writes anything, backs up the folder's `.hydra` files,
+and then runs the job with `hydra.run.dir` pointing at the same folder. The job restores the
+checkpoint (model, optimiser, schedule, RNG states, counters, history) and trains on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, OdecliError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def target(overrides: list[str]) -> str | None:
+    """The folder named by a `resume=` override, or None."""
+    value = None
+    for o in overrides:
+        if _key(o) == "resume" and "=" in o:
+            value = o.split("=", 1)[1].strip().strip("'\"")
+    return None if value in (None, "", "null", "None") else value
+
+
+def quote(value: str) -> str:
+    """A Hydra override value quoted so paths with odd characters survive the parser."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_folder(value: str, need_checkpoint: bool = True) -> Path:
+    """The run folder behind a path, or a one-line error saying why it is not one."""
+    path = Path(value).expanduser().resolve()
+    if not path.exists():
+        raise OdecliError(f"{value} does not exist")
+    if not path.is_dir() or not (path / ".hydra" / "config.yaml").is_file():
+        raise OdecliError(f"{value} is not a run folder (no .hydra/config.yaml)")
+    if need_checkpoint and not (path / CHECKPOINT).is_file():
+        raise CheckpointError(f"{value} has no {CHECKPOINT} to resume from")
+    return path
+
+
+def stored_overrides(run_dir: Path) -> list[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise OdecliError(f"{run_dir}/.hydra/overrides.yaml is unreadable: {exc}") from None
+    return [str(o) for o in data]
+
+
+def merged_overrides(run_dir: Path, user: list[str]) -> list[str]:
+    """The stored run's overrides with the user's on top (same key: the user's wins)."""
+    mine = [o for o in user if _key(o) != "resume"]
+    keys = {_key(o) for o in mine}
+    base = [o for o in stored_overrides(run_dir) if _key(o) not in keys and _key(o) != "resume"]
+    return base + mine + [f"resume={quote(str(run_dir))}"]
+
+
+def check(run_dir: Path, composed: Any) -> None:
+    """Refuse a resume whose config or checkpoint does not match, before anything is written."""
+    from omegaconf import OmegaConf, open_dict
+
+    from . import runs
+    from .train import check_compatible, read_checkpoint
+
+    stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    composed = composed.copy()
+    with open_dict(composed):
+        composed.pop("hydra", None)
+    check_compatible(OmegaConf.to_container(stored, resolve=False),
+                     OmegaConf.to_container(composed, resolve=False), f"resume of {run_dir}")
+    state = read_checkpoint(run_dir / CHECKPOINT)
+    check_compatible(state["config"], OmegaConf.to_container(composed, resolve=True),
+                     f"checkpoint {run_dir / CHECKPOINT}")
+    done, niters = int(state["iteration"]), int(composed.train.niters)
+    if done > niters:
+        raise CheckpointError(f"the checkpoint in {run_dir} is at iteration {done}, beyond "
+                              f"train.niters={niters}; raise train.niters to resume")
+    status = None
+    if (run_dir / runs.METRICS).is_file():
+        status = runs.read_json(run_dir / runs.METRICS).get("status")
+    if done == niters and status == "ok":
+        raise OdecliError(f"{run_dir} already finished its {niters} iterations; raise "
+                          f"train.niters to train further")
+
+
+def backup_hydra_files(run_dir: Path) -> Path:
+    """Keep the folder's previous .hydra files (Hydra rewrites them for the resumed job)."""
+    hydra_dir = run_dir / ".hydra"
+    n = 1
+    while (hydra_dir / f"before-resume-{n}").exists():
+        n += 1
+    dest = hydra_dir / f"before-resume-{n}"
+    dest.mkdir()
+    for f in hydra_dir.glob("*.yaml"):
+        shutil.copy2(f, dest / f.name)
+    return dest

@@ -1,0 +1,180 @@
+"""Checkpoints, resume, interruption by signal, and `odecli eval`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_metrics, run_dirs
+
+from odecli import runs
+
+QUICK = ["train.test_freq=2", "gradient=direct", "quiet=true", "plots.enabled=false",
+         "system.data_size=60"]
+
+
+def params(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def same_params(a: Path, b: Path) -> bool:
+    pa, pb = params(a), params(b)
+    return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def history_without_seconds(run: Path) -> list[str]:
+    return [ln.rsplit(",", 1)[0] for ln in (run / "history.csv").read_text().splitlines()]
+
+
+def test_resume_after_a_checkpoint_is_bit_identical(cli, outputs):
+    # Stop at k = 4 (a run with niters=4), resume to 8: same parameters as 8 straight.
+    const = [*QUICK, "train.schedule=constant", "train.checkpoint_every=4", "seed=5"]
+    assert cli("train", *const, "train.niters=8").exit_code == 0
+    (full,) = run_dirs(outputs)
+    assert cli("train", *const, "train.niters=4").exit_code == 0
+    (part,) = [d for d in run_dirs(outputs) if d != full]
+    hydra_before = (part / ".hydra" / "config.yaml").read_text()
+    res = cli("train", f"resume={part}", "train.niters=8")
+    assert res.exit_code == 0, res.stderr
+    assert set(run_dirs(outputs)) == {full, part}, "a resume writes into the same folder"
+    m = read_metrics(part)
+    assert m["status"] == "ok" and m["iterations"] == 8
+    assert same_params(full, part)
+    assert history_without_seconds(full) == history_without_seconds(part)
+    assert read_metrics(full)["final_loss"] == m["final_loss"]
+    assert (part / ".hydra" / "before-resume-1" / "config.yaml").read_text() == hydra_before
+
+
+def test_checkpoint_every_writes_intermediate_checkpoints(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from odecli.hydra_bridge import COMMANDS, compose
+    from odecli.train import Trainer
+
+    cfg = compose(COMMANDS["train"], [*QUICK, "train.niters=6", "train.checkpoint_every=2"])
+    OmegaConf.set_struct(cfg, False)
+    trainer = Trainer(cfg, tmp_path)
+    saved: list[int] = []
+    real = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint",
+                        lambda: (saved.append(trainer.iteration), real())[1])
+    trainer.run()
+    assert saved == [2, 4, 6]  # every 2 and the final one (not twice at the end)
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_dies(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"good")
+
+    def crash(fd: int) -> None:
+        raise OSError("disk died")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError):
+        runs.atomic_write_bytes(target, b"half-written")
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def _start(outputs: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "ODECLI_OUTPUTS": str(outputs)}
+    return subprocess.Popen([sys.executable, "-m", "odecli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(outputs: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not list(outputs.rglob("history.csv")):  # written by the first evaluation
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "training did not start"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_checkpoints_marks_interrupted_and_resumes(cli, outputs, sig, code):
+    args = [*QUICK, "train.niters=150", "train.test_freq=50", "train.checkpoint_every=1000"]
+    proc = _start(outputs, *args)
+    _wait_for_training(outputs, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "resume=" in err
+    (run,) = run_dirs(outputs)
+    m = read_metrics(run)
+    assert m["status"] == "interrupted" and m["interrupted_by"] == signal.Signals(sig).name
+    assert 0 <= m["iterations"] < 150
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] == m["iterations"]
+    if sig == signal.SIGTERM:
+        return
+    res = cli("train", f"resume={run}")
+    assert res.exit_code == 0, res.stderr
+    assert read_metrics(run)["status"] == "ok" and read_metrics(run)["iterations"] == 150
+    # The interrupted-and-resumed run ends exactly where an uninterrupted one does.
+    assert cli("train", *args).exit_code == 0
+    (straight,) = [d for d in run_dirs(outputs) if d != run]
+    assert same_params(run, straight)
+
+
+def test_bad_resume_input_is_one_line_and_changes_nothing(cli, outputs, tmp_path):
+    assert cli("train", *QUICK, "train.niters=2").exit_code == 0
+    (run,) = run_dirs(outputs)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    def refused(*args: str, message: str) -> None:
+        res = cli("train", *args)
+        assert res.exit_code == 2, res.stdout + res.stderr
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+    refused(f"resume={tmp_path}", message="is not a run folder")
+    refused(f"resume={tmp_path / 'nope'}", message="does not exist")
+    refused(f"resume={run}", "model=deep", "train.niters=4",
+            message="incompatible config: model.depth")
+    refused(f"resume={run}", message="already finished its 2 iterations")
+    refused("-m", f"resume={run}", "train.niters=4", message="cannot be combined with -m")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    refused(f"resume={run}", "train.niters=4", message="is corrupt or unreadable")
+    assert not (run / ".hydra" / "before-resume-1").exists()
+    assert run_dirs(outputs) == [run]
+
+
+def test_eval_reproduces_the_stored_error_and_takes_another_solver(cli, outputs):
+    assert cli("train", *QUICK, "train.niters=4").exit_code == 0
+    (run,) = run_dirs(outputs)
+    stored = read_metrics(run)
+    res = cli("eval", str(run), "plots.enabled=true")
+    assert res.exit_code == 0, res.stderr
+    (ev_dir,) = [p.parent for p in run.rglob("eval.json")]
+    ev = runs.read_json(ev_dir / "eval.json")
+    for key in ("error_abs", "error_rel", "extrap_error_abs", "extrap_error_rel"):
+        assert ev[key] == stored[key]
+    assert ev["checkpoint_iteration"] == 4
+    assert (ev_dir / "phase.png").exists() and (ev_dir / "loss.png").exists()
+    assert read_metrics(run) == stored and run_dirs(outputs) == [run]
+    res = cli("eval", str(run), "solver=rk4", "solver.step_size=0.05",
+              "system.extrapolate=1.0", "--out", str(outputs / "ev2"))
+    assert res.exit_code == 0, res.stderr
+    ev2 = runs.read_json(outputs / "ev2" / "eval.json")
+    assert ev2["solver"] == "rk4" and ev2["extrap_error_rel"] != ev["extrap_error_rel"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=deep"], "odecli eval cannot change 'model=deep'"),
+    (["solver=nope"], "Could not find 'solver/nope'"),
+])
+def test_eval_bad_input(cli, outputs, tmp_path, args, message):
+    assert cli("train", *QUICK, "train.niters=2").exit_code == 0
+    (run,) = run_dirs(outputs)
+    res = cli("eval", str(run), *args)
+    assert res.exit_code == 2 and message in res.stderr, res.stderr
+    res = cli("eval", str(tmp_path))
+    assert res.exit_code == 2 and "is not a run folder" in res.stderr
+    assert not (run / "eval").exists()
