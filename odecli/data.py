@@ -68,11 +68,28 @@ def check_window(obs: Observations, batch_time: int) -> None:
             f"({len(obs.t)}); lower train.batch_time or raise system.data_size")
 
 
+def arclength_weights(obs: Observations, batch_time: int) -> torch.Tensor:
+    """Weight each window start by the path length the window covers.
+
+    Sampling windows uniformly in time starves fast stretches of a trajectory (the cubic
+    spiral spends 4% of its time on its outer ring, where every rollout starts); weighting
+    by distance travelled gives each part of the path its share of training.
+    """
+    seg = (obs.y[1:] - obs.y[:-1]).norm(dim=-1).to(torch.float64).cpu()
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), seg.cumsum(0)])
+    lengths = cum[batch_time - 1:] - cum[: len(cum) - batch_time + 1]
+    return lengths.clamp_min(1e-12 * float(lengths.max().clamp_min(1e-300)))
+
+
 def sample(obs: Observations, batch_size: int, batch_time: int,
-           generator: torch.Generator) -> Batch:
-    """Draw batch_size windows of batch_time consecutive observed points."""
+           generator: torch.Generator, weights: torch.Tensor | None = None) -> Batch:
+    """Draw batch_size windows of batch_time consecutive observed points (uniformly over
+    start points, or with the given per-start weights)."""
     n = len(obs.t)
-    starts = torch.randint(0, n - batch_time + 1, (batch_size,), generator=generator)
+    if weights is None:
+        starts = torch.randint(0, n - batch_time + 1, (batch_size,), generator=generator)
+    else:
+        starts = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
     steps = torch.arange(batch_time)
     idx = starts.unsqueeze(0) + steps.unsqueeze(1)          # (T, B)
     starts_dev = starts.to(obs.t.device)
