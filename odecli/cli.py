@@ -71,54 +71,42 @@ def _groups_help(config: str) -> str:
     return f"Config groups: {names}. Run `odecli list` for every option."
 
 
-@app.command(context_settings=_HYDRA_ARGS, help=(
+def _hydra_command(name: str, help_text: str) -> None:
+    """Register a command that hands its overrides and Hydra flags to the bridge."""
+
+    def command(
+        overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+        multirun: bool = typer.Option(False, "--multirun", "-m", help=MULTIRUN_HELP),
+        cfg: str = typer.Option(None, "--cfg", "-c", help=CFG_HELP),
+        package: str = typer.Option(None, "--package", "-p",
+                                    help="With --cfg: show this node."),
+        resolve: bool = typer.Option(False, "--resolve",
+                                     help="With --cfg: resolve interpolations."),
+        info: str = typer.Option(None, "--info", help="Hydra's --info (all, config, "
+                                 "defaults, defaults-tree, plugins, searchpath)."),
+    ) -> None:
+        _run_command(name, overrides, multirun, cfg, package, resolve, info)
+
+    command.__name__ = name.replace("-", "_")
+    app.command(name, context_settings=_HYDRA_ARGS, help=help_text)(command)
+
+
+_hydra_command("train", (
     "Learn a dynamical system with a neural ODE.\n\n"
     "Examples:\n\n"
     "  odecli train system=lotka solver=dopri5\n\n"
     "  odecli train system=mlp model=deep model.time_dependent=true\n\n"
     "  odecli train -m system=spiral,lotka model=small,deep seed=0,1,2\n\n"
     + _groups_help("train")))
-def train(
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    multirun: bool = typer.Option(False, "--multirun", "-m", help=MULTIRUN_HELP),
-    cfg: str = typer.Option(None, "--cfg", "-c", help=CFG_HELP),
-    package: str = typer.Option(None, "--package", "-p", help="With --cfg: show this node."),
-    resolve: bool = typer.Option(False, "--resolve", help="With --cfg: resolve interpolations."),
-    info: str = typer.Option(None, "--info", help="Hydra's --info (all, config, defaults, "
-                             "defaults-tree, plugins, searchpath)."),
-) -> None:
-    _run_command("train", overrides, multirun, cfg, package, resolve, info)
-
-
-@app.command("spiral-vae", context_settings=_HYDRA_ARGS, help=(
+_hydra_command("spiral-vae", (
     "Latent-ODE VAE on noisy, irregularly sampled 2-D spirals.\n\n"
     "Example: odecli spiral-vae train.niters=2000 model.encoder=odernn\n\n"
     + _groups_help("spiral_vae")))
-def spiral_vae(
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    multirun: bool = typer.Option(False, "--multirun", "-m", help=MULTIRUN_HELP),
-    cfg: str = typer.Option(None, "--cfg", "-c", help=CFG_HELP),
-    package: str = typer.Option(None, "--package", "-p", help="With --cfg: show this node."),
-    resolve: bool = typer.Option(False, "--resolve", help="With --cfg: resolve interpolations."),
-    info: str = typer.Option(None, "--info", help="Hydra's --info."),
-) -> None:
-    _run_command("spiral-vae", overrides, multirun, cfg, package, resolve, info)
-
-
-@app.command("ecg-vae", context_settings=_HYDRA_ARGS, help=(
+_hydra_command("ecg-vae", (
     "Latent-ODE VAE on real ECG heartbeats (MIT-BIH via wfdb).\n\n"
     "Example: odecli ecg-vae data.dir=path/to/mitdb data.record=100\n\n"
     "Without data.dir (or $ODECLI_ECG_DIR) the record is downloaded from PhysioNet.\n\n"
     + _groups_help("ecg_vae")))
-def ecg_vae(
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    multirun: bool = typer.Option(False, "--multirun", "-m", help=MULTIRUN_HELP),
-    cfg: str = typer.Option(None, "--cfg", "-c", help=CFG_HELP),
-    package: str = typer.Option(None, "--package", "-p", help="With --cfg: show this node."),
-    resolve: bool = typer.Option(False, "--resolve", help="With --cfg: resolve interpolations."),
-    info: str = typer.Option(None, "--info", help="Hydra's --info."),
-) -> None:
-    _run_command("ecg-vae", overrides, multirun, cfg, package, resolve, info)
 
 
 @app.command("report", help=(
