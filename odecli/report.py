@@ -22,10 +22,13 @@ from . import runs
 from .errors import OdecliError
 
 # Metric columns, in table order; only those some run has are shown.
-METRICS = ("error_rel", "extrap_error_rel", "recon_mse", "extrap_mse", "final_loss",
+METRICS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
+           "extrapolation_forward_mse", "extrapolation_backward_mse",
+           "extrapolation_right_mse", "extrapolation_left_mse", "final_loss",
            "nfe_forward_per_solve", "nfe_backward_per_iter", "seconds_per_iter",
            "peak_memory_mb", "iterations")
-DEFAULT_SORT = ("extrap_error_rel", "extrap_mse", "error_rel", "recon_mse", "final_loss")
+DEFAULT_SORT = ("extrap_error_rel", "extrapolation_forward_mse", "extrapolation_right_mse",
+                "error_rel", "reconstruction_mse", "final_loss")
 # Overrides that never describe the experiment itself.
 IGNORED_PREFIXES = ("hydra.", "hydra/", "resume", "quiet", "plots.")
 SEED_KEY = "seed"

@@ -91,3 +91,19 @@ def test_report_bad_input_writes_nothing(cli, tmp_path):
         assert res.exit_code == 2 and message in res.stderr, res.stderr
         assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("report*"))
+
+
+def test_report_shows_the_vae_metrics(cli, tmp_path):
+    s = tmp_path / "multirun" / "2025-01-01" / "11-00-00-000000"
+    for job, (lr, right) in enumerate([("1e-3", 0.004), ("3e-3", 0.001)]):
+        make_run(s / str(job), [f"train.lr={lr}"], {},
+                 {"status": "ok", "reconstruction_mse": 0.002, "gap_mse": 0.003,
+                  "extrapolation_right_mse": right, "extrapolation_left_mse": 0.005,
+                  "seconds_per_iter": 0.2, "iterations": 4})
+    res = cli("report", str(s), "--no-plots")
+    assert res.exit_code == 0, res.stderr
+    with open(s / "report.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert {"reconstruction_mse", "gap_mse", "extrapolation_right_mse"} <= set(table[0])
+    # Sorted by the right-extrapolation error when there is no dynamics error.
+    assert [r["train.lr"] for r in table] == ["3e-3", "1e-3"]
