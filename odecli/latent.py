@@ -4,8 +4,11 @@
 One model, one ELBO and one training loop serve both commands, so the spiral and the ECG
 experiments differ only in their data and their held-out tasks. Observations live on a shared
 time grid with a per-trajectory mask: irregular sampling, gaps and the observed part of an
-extrapolation task are all just masks, and the latent initial state always sits at the
-grid's first time, so the latent ODE is solved forward over the whole grid, observed or not.
+extrapolation task are all just masks. For ECG beats (aligned windows) the latent initial
+state sits at the grid's first time and the latent ODE is solved forward over the whole grid.
+For spirals, whose observed windows sit anywhere on the grid, the encoder reads each window on
+its own clock, the latent state is placed in the middle of the observed stretch, and the
+autonomous latent ODE is solved forward and backward from there (`forward_anchored`).
 """
 
 from __future__ import annotations
@@ -141,6 +144,47 @@ class LatentODEVAE(nn.Module):
         return self.decode(z0, t, spec), mu, logvar
 
 
+    def forward_anchored(self, x: torch.Tensor, mask: torch.Tensor, tau: torch.Tensor,
+                         anchor: torch.Tensor, n_points: int, spec: SolverSpec,
+                         sample: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode windows read on their own clocks; decode a whole uniform grid.
+
+        `x`/`mask` hold each sample's observations on the relative grid `tau` (uniform step
+        dt, the output grid's step); the latent state z0 is read as the state at output grid
+        index `anchor[i]`. Returns (B, n_points, obs) predictions, mu and logvar.
+        """
+        mu, logvar = self.encode(x, mask, tau)
+        z0 = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        return self.decode_grid(z0, tau[1] - tau[0], anchor, n_points, spec), mu, logvar
+
+    def decode_grid(self, z0: torch.Tensor, dt: torch.Tensor, anchor: torch.Tensor,
+                    n_points: int, spec: SolverSpec) -> torch.Tensor:
+        """Solve the autonomous latent ODE forward and backward in time from each z0.
+
+        z0[i] is the state at grid index anchor[i]. One solve each way covers the lattice of
+        offsets k * dt every sample needs; grid point k of sample i reads offset
+        k - anchor[i]. Returns (B, n_points, obs).
+        """
+        if self.func.func.time_input:
+            raise ConfigError("anchored windows need an autonomous latent field "
+                              "(model.time_input=false)")
+        lo, hi = int(anchor.min()), int(anchor.max())
+        steps = torch.arange(max(n_points - lo, hi + 1), device=z0.device, dtype=z0.dtype)
+        fwd = self._path(z0, steps[:n_points - lo] * dt, spec)  # offsets 0 .. n-1-lo
+        bwd = self._path(z0, steps[:hi + 1] * -dt, spec)  # offsets 0 .. -hi
+        z = torch.cat([bwd.flip(0), fwd[1:]], dim=0)  # offsets -hi .. n-1-lo
+        k = torch.arange(n_points, device=z0.device)[:, None]
+        rows = k - anchor.to(k)[None, :] + hi  # (n_points, B) rows of z
+        z = z.gather(0, rows[..., None].expand(-1, -1, z.shape[-1]))
+        return self.decoder(z).transpose(0, 1)
+
+    def _path(self, z0: torch.Tensor, t: torch.Tensor, spec: SolverSpec) -> torch.Tensor:
+        if len(t) < 2:
+            return z0[None]
+        return solve(self.func, z0, t, spec)
+
+
 @dataclass
 class Elbo:
     elbo: torch.Tensor  # mean over the batch of (log-likelihood - KL)
@@ -228,8 +272,8 @@ def make_spirals(data: Mapping[str, Any], seed: int) -> Spirals:
     t = np.linspace(0.0, t_max, n_points)
     direction = rng.choice([-1.0, 1.0], size=n)
     phase = rng.uniform(0, 2 * math.pi, size=n)
-    r0 = rng.uniform(0.2, 0.4, size=n)
-    r1 = rng.uniform(0.8, 1.0, size=n)
+    r0 = rng.uniform(*_range(data, "radius_start", (0.2, 0.4)), size=n)
+    r1 = rng.uniform(*_range(data, "radius_end", (0.8, 1.0)), size=n)
     radius = r0[:, None] + (r1 - r0)[:, None] * (t / t_max)[None, :]
     angle = direction[:, None] * t[None, :] + phase[:, None]
     truth = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
@@ -249,6 +293,27 @@ def make_spirals(data: Mapping[str, Any], seed: int) -> Spirals:
                    val=np.arange(n - n_test - n_val, n - n_test), test=np.arange(n - n_test, n))
 
 
+def anchored_windows(obs: np.ndarray, mask: np.ndarray, width: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each trajectory's observations into a window that starts at its first observation.
+
+    Returns (values (N, width, D), mask (N, width), anchor (N,)): column j of row i is grid
+    point first[i] + j (columns past the grid's end are unobserved), and anchor[i] is the grid
+    index halfway between the first and last observation, where the latent state is placed.
+    The encoder so never has to infer a state far from what it sees, and forward and backward
+    predictions are integrated over the same horizons (anchored at the first observation,
+    forward predictions ran across the whole window and then beyond it, and drifted).
+    """
+    n = mask.shape[1]
+    first = np.asarray(mask, dtype=bool).argmax(axis=1)
+    cols = first[:, None] + np.arange(width)[None, :]
+    inside = cols < n
+    cols = np.minimum(cols, n - 1)
+    rows = np.arange(len(mask))[:, None]
+    m = np.asarray(mask, dtype=bool)[rows, cols] & inside
+    return np.where(m[..., None], obs[rows, cols], 0.0), m, first + _middle(m)
+
+
 # ============================================================================ training loop
 
 @dataclass
@@ -257,6 +322,8 @@ class Batch:
     mask: torch.Tensor  # which inputs the encoder sees (B, T)
     target: torch.Tensor  # what the likelihood scores (B, T, D)
     target_mask: torch.Tensor  # where it scores it (B, T)
+    anchor: torch.Tensor | None = None  # set (spirals): z0 is the state at target index
+    #                                      anchor[i]; x is read on its own relative clock
 
 
 @dataclass
@@ -316,7 +383,12 @@ class Trainer:
                 weight = min(1.0, it / self.kl_warmup) if self.kl_warmup else 1.0
                 self.optimizer.zero_grad(set_to_none=True)
                 self.model.func.nfe = 0
-                x_hat, mu, logvar = self.model(batch.x, batch.mask, self.t, self.spec)
+                if batch.anchor is None:
+                    x_hat, mu, logvar = self.model(batch.x, batch.mask, self.t, self.spec)
+                else:
+                    x_hat, mu, logvar = self.model.forward_anchored(
+                        batch.x, batch.mask, self.t, batch.anchor, batch.target.shape[1],
+                        self.spec)
                 forward_nfe = self.model.func.nfe
                 terms = elbo(batch.target, x_hat, batch.target_mask, mu, logvar,
                              self.noise_std, weight)
@@ -453,56 +525,84 @@ def predict(model: LatentODEVAE, x: np.ndarray, mask: np.ndarray, t: torch.Tenso
 # ============================================================================ spiral-vae
 
 def run_spiral_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    """Train the latent-ODE VAE on noisy spirals; held-out reconstruction and extrapolation."""
+    """Train the latent-ODE VAE on noisy spirals; held-out reconstruction and extrapolation.
+
+    The encoder reads each spiral's observed window on its own clock, the latent state sits in
+    the middle of the observations, and the whole grid is predicted by solving the latent ODE
+    forward and backward from there. Training scores only observed points; some windows hide
+    part of themselves from the encoder (`train.partial_share`) to teach extrapolation.
+    """
     run_dir = Path(run_dir)
 
     def body(started: float) -> dict[str, Any]:
         rt, spec, seed = _setup(cfg)
         data = make_spirals(cfg.data, seed)
         model = LatentODEVAE(2, cfg.model).to(device=rt.device, dtype=rt.dtype)
-        t = _tensor(data.t, rt)
-        obs = np.where(data.mask[..., None], data.obs, 0.0)
+        width = int((data.span[:, 1] - data.span[:, 0]).max())
+        xw, mw, anchor = anchored_windows(data.obs, data.mask, width)
+        tau = _tensor(data.t[:width] - data.t[0], rt)
+        n_points = len(data.t)
         batch_size = _positive_int(cfg.train, "batch_size", 50)
-        inside = np.zeros_like(data.mask)
-        for i, (a, b) in enumerate(data.span):
-            inside[i, a:b] = True
-        idx = np.arange(data.mask.shape[1])
+        partial, partial_min = _partial_settings(cfg.train)
+        idx = np.arange(n_points)
+        inside = (idx[None, :] >= data.span[:, 0:1]) & (idx[None, :] < data.span[:, 1:2])
         after = idx[None, :] >= data.span[:, 1:2]
         before = idx[None, :] < data.span[:, 0:1]
 
         def sample_batch(rng: np.random.Generator) -> Batch:
             pick = rng.choice(data.train, size=min(batch_size, len(data.train)), replace=False)
-            x, m = _tensor(obs[pick], rt), _mask_tensor(data.mask[pick], rt)
-            return Batch(x=x, mask=m, target=x, target_mask=m)
+            x, m, a = partial_windows(xw[pick], mw[pick], rng, partial, partial_min)
+            return Batch(x=_tensor(x, rt), mask=_mask_tensor(m, rt),
+                         target=_tensor(xw[pick], rt), target_mask=_mask_tensor(mw[pick], rt),
+                         anchor=torch.as_tensor(a, device=rt.device))
 
-        def scores(rows: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-            pred = predict(model, obs[rows], data.mask[rows], t, spec, rt)
+        @torch.no_grad()
+        def full_grid(rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+            model.eval()
+            out = []
+            for i in range(0, len(rows), chunk):
+                r = rows[i:i + chunk]
+                pred, _, _ = model.forward_anchored(
+                    _tensor(xw[r], rt), _mask_tensor(mw[r], rt), tau,
+                    torch.as_tensor(anchor[r], device=rt.device), n_points, spec, sample=False)
+                out.append(pred.cpu().numpy())
+            model.train()
+            return np.concatenate(out, axis=0).astype(np.float64)
+
+        def scores(rows: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             truth = data.truth[rows]
-            result = {
-                "reconstruction_mse": _mse(pred, truth, inside[rows]),
-                "extrapolation_forward_mse": _mse(pred, truth, after[rows]),
-                "extrapolation_backward_mse": _mse(pred, truth, before[rows]),
-            }
-            return result, pred
+            return {"reconstruction_mse": _mse(pred, truth, inside[rows]),
+                    "extrapolation_forward_mse": _mse(pred, truth, after[rows]),
+                    "extrapolation_backward_mse": _mse(pred, truth, before[rows])}
 
         def validate() -> dict[str, float]:
-            result, _ = scores(data.val)
-            result = {f"val_{k}": v for k, v in result.items()}
+            result = {f"val_{k}": v for k, v in scores(data.val, full_grid(data.val)).items()}
             result["score"] = float(np.nanmean(list(result.values())))
             return result
 
-        trainer = Trainer(cfg=cfg, run_dir=run_dir, model=model, spec=spec, t=t, rt=rt,
+        trainer = Trainer(cfg=cfg, run_dir=run_dir, model=model, spec=spec, t=tau, rt=rt,
                           sample_batch=sample_batch, validate=validate,
                           rng=np.random.default_rng(seed + 1), description="spiral-vae")
         try:
             trainer.fit()
         finally:
             _loss_plot(cfg, run_dir, trainer.history.rows)
-        held_out, pred = scores(data.test)
-        metrics: dict[str, Any] = {"status": "ok", "command": "spiral-vae", **held_out,
-                                   "n_train": len(data.train), "n_val": len(data.val),
-                                   "n_test": len(data.test),
-                                   **trainer.summary()}
+        pred = full_grid(data.test)
+        held_out = scores(data.test, pred)
+        baselines = spiral_baselines(data, data.test)
+        for name, base in baselines.items():
+            for key, value in scores(data.test, base).items():
+                if key.startswith("extrapolation"):
+                    held_out[f"{key[:-4]}_{name}_mse"] = value
+        metrics: dict[str, Any] = {
+            "status": "ok", "command": "spiral-vae", **held_out,
+            "beats_baselines": all(
+                held_out[f"extrapolation_{side}_mse"]
+                < held_out[f"extrapolation_{side}_{name}_mse"]
+                for side in ("forward", "backward") for name in baselines),
+            "signal_variance": float(data.truth[data.test].var(axis=(0, 1)).mean()),
+            "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+            **trainer.summary()}
         if _plots_enabled(cfg):
             from . import vae_plots
 
@@ -513,6 +613,70 @@ def run_spiral_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
         return _finish(run_dir, metrics, rt, started)
 
     return _run(cfg, run_dir, body, {"command": "spiral-vae"})
+
+
+def partial_windows(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                    share: float, min_length: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hide all but a random contiguous part of some training windows from the encoder.
+
+    A `share` of the windows keep only a stretch of `min_length` to all of their length; the
+    encoder input starts at the first observation it keeps, the latent state is placed in the
+    middle of the kept observations, and the likelihood still scores the whole window, so the
+    model learns to extrapolate both ways from what it sees. Returns (encoder values, encoder
+    mask, anchor: the window column where the latent state sits).
+    """
+    n, width = mask.shape
+    keep = np.ones_like(mask, dtype=bool)
+    shortest = max(2, int(math.ceil(min_length * width)))
+    for i in np.flatnonzero(rng.random(n) < share):
+        length = int(rng.integers(min(shortest, width), width + 1))
+        start = int(rng.integers(0, width - length + 1))
+        part = np.zeros(width, dtype=bool)
+        part[start:start + length] = True
+        if (mask[i] & part).sum() >= 2:
+            keep[i] = part
+    seen = mask & keep
+    first = seen.argmax(axis=1)
+    cols = first[:, None] + np.arange(width)[None, :]
+    inside = cols < width
+    cols = np.minimum(cols, width - 1)
+    rows = np.arange(n)[:, None]
+    m = seen[rows, cols] & inside
+    return np.where(m[..., None], x[rows, cols], 0.0), m, first + _middle(m)
+
+
+def _middle(mask: np.ndarray) -> np.ndarray:
+    """Column halfway between each row's first (column 0) and last observation."""
+    last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+    return last // 2
+
+
+def _partial_settings(train: Mapping[str, Any]) -> tuple[float, float]:
+    share = float(train.get("partial_share", 0.0) or 0.0)
+    shortest = float(train.get("partial_min", 0.5))
+    if not 0 <= share <= 1:
+        raise ConfigError(f"train.partial_share must lie in [0, 1], got {share}")
+    if not 0 < shortest <= 1:
+        raise ConfigError(f"train.partial_min must lie in (0, 1], got {shortest}")
+    return share, shortest
+
+
+def spiral_baselines(data: Spirals, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Trivial predictors of the whole grid, for the extrapolation comparison.
+
+    `hold`: the last observed (noisy) value carried forward and the first carried backward;
+    `centre`: the spirals' common centre, the origin (the best constant for a full turn).
+    """
+    mask = data.mask[rows]
+    obs = data.obs[rows]
+    first = mask.argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+    k = np.arange(mask.shape[1])[None, :]
+    i = np.arange(len(rows))
+    hold = np.where((k <= first[:, None])[..., None], obs[i, first][:, None],
+                    obs[i, last][:, None])
+    return {"hold": hold, "centre": np.zeros_like(obs)}
 
 
 # ============================================================================ ecg-vae
@@ -688,6 +852,10 @@ def _validate_common(cfg: Any) -> None:
 def validate_spiral_vae(cfg: Any) -> None:
     """Check a composed spiral-vae config without training or writing anything."""
     _validate_common(cfg)
+    _partial_settings(cfg.train)
+    if bool(cfg.model.get("time_input", False)):
+        raise ConfigError("spiral-vae solves the latent ODE from each spiral's first "
+                          "observation both ways, so it needs model.time_input=false")
     make_spirals(cfg.data, int(cfg.get("seed", 0)))
 
 
@@ -733,6 +901,21 @@ def _loss_plot(cfg: Any, run_dir: Path, rows: list[dict[str, Any]],
         from . import vae_plots
 
         vae_plots.loss_figure(run_dir / "loss.png", rows, notice)
+
+
+def _range(node: Mapping[str, Any], key: str, default: tuple[float, float]
+           ) -> tuple[float, float]:
+    """A [low, high] pair of non-negative numbers, or one number for a fixed value."""
+    value = node.get(key, default)
+    try:
+        pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(
+            float(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
+        raise ConfigError(f"{_key_path(node, key)} must be a number or [low, high] with "
+                          f"0 <= low <= high, got {value!r}")
+    return pair[0], pair[1]
 
 
 def _positive_int(node: Mapping[str, Any], key: str, default: int) -> int:

@@ -96,6 +96,56 @@ def test_spirals_turn_both_ways_and_hold_out() -> None:
     assert (cross > 0).any() and (cross < 0).any()
     for m, (a, b) in zip(data.mask, data.span, strict=True):
         assert m[:a].sum() == 0 and m[b:].sum() == 0 and m[a:b].sum() == 10
+    # trivial extrapolation baselines: hold the last (first) observation, or the centre
+    base = latent.spiral_baselines(data, data.test)
+    for j, row in enumerate(data.test):
+        seen = np.flatnonzero(data.mask[row])
+        assert np.array_equal(base["hold"][j, -1], data.obs[row, seen[-1]])
+        assert np.array_equal(base["hold"][j, 0], data.obs[row, seen[0]])
+    assert not base["centre"].any()
+
+
+def test_windows_start_at_the_first_observation_and_anchor_mid_way() -> None:
+    mask = np.zeros((2, 10), dtype=bool)
+    mask[0, [2, 4, 7]] = True
+    mask[1, [6, 9]] = True
+    obs = np.arange(20, dtype=float).reshape(1, 10, 2).repeat(2, axis=0)
+    x, m, anchor = latent.anchored_windows(obs, mask, width=6)
+    assert m[0].tolist() == [True, False, True, False, False, True]
+    assert m[1].tolist() == [True, False, False, True, False, False]  # past the grid: unseen
+    assert x[0, 2].tolist() == obs[0, 4].tolist() and x[0, 1].tolist() == [0.0, 0.0]
+    assert anchor.tolist() == [2 + 5 // 2, 6 + 3 // 2]
+    # partial windows: the encoder keeps a contiguous stretch; the anchor follows it
+    rng = np.random.default_rng(0)
+    full = np.ones((50, 12), dtype=bool)
+    values = np.arange(12, dtype=float)[None, :, None].repeat(50, axis=0)
+    xe, me, a = latent.partial_windows(values, full, rng, share=1.0, min_length=0.25)
+    kept = me.sum(axis=1)
+    assert kept.min() >= 3 and kept.max() <= 12 and (kept < 12).any()
+    starts = xe[:, 0, 0].astype(int)  # column 0 is the first kept observation
+    assert np.array_equal(a, starts + (kept - 1) // 2)
+    none = latent.partial_windows(values, full, rng, share=0.0, min_length=0.25)
+    assert none[1].all() and (none[2] == 11 // 2).all()
+
+
+def test_decode_grid_runs_both_ways_from_each_anchor() -> None:
+    torch.manual_seed(0)
+    model = latent.LatentODEVAE(2, {"latent_dim": 3, "ode_width": 8, "decoder_width": 8})
+    spec = latent.SolverSpec(method="rk4", gradient="direct", step_size=0.05)
+    z0 = torch.randn(3, 3)
+    anchor = torch.tensor([0, 3, 5])
+    dt = torch.tensor(0.2)
+    with torch.no_grad():
+        out = model.decode_grid(z0, dt, anchor, 6, spec)
+        assert out.shape == (3, 6, 2)
+        for i, a in enumerate(anchor.tolist()):
+            ahead = latent.solve(model.func, z0[i:i + 1], torch.arange(6 - a) * dt, spec)
+            behind = latent.solve(model.func, z0[i:i + 1], torch.arange(a + 1) * -dt, spec)
+            path = torch.cat([behind.flip(0), ahead[1:]])[:, 0]
+            torch.testing.assert_close(out[i], model.decoder(path), rtol=1e-5, atol=1e-6)
+    model_t = latent.LatentODEVAE(2, {"latent_dim": 3, "time_input": True})
+    with pytest.raises(ConfigError, match="autonomous"):
+        model_t.decode_grid(z0, dt, anchor, 6, spec)
 
 
 # ---------------------------------------------------------------------------- training
@@ -104,6 +154,7 @@ def test_short_training_run_loss_falls(tmp_path: Path) -> None:
     cfg = compose_cfg("spiral_vae", [
         "quiet=true", "data.n_spirals=40", "data.n_points=30", "data.test_fraction=0.25",
         "train.batch_size=30", "train.niters=30", "train.test_freq=1", "train.lr=0.02",
+        "train.partial_share=0",
         "model.latent_dim=4", "model.encoder_width=16", "model.ode_width=16",
         "model.decoder_width=16", "plots.enabled=false"])
     latent.run_spiral_vae(cfg, tmp_path)
@@ -117,9 +168,11 @@ def test_spiral_vae_end_to_end(tmp_path: Path) -> None:
     metrics = latent.run_spiral_vae(cfg, tmp_path)
     assert metrics["status"] == "ok"
     for key in ("reconstruction_mse", "extrapolation_forward_mse",
-                "extrapolation_backward_mse", "seconds_per_iter", "wall_seconds",
-                "peak_memory_mb"):
+                "extrapolation_backward_mse", "extrapolation_forward_hold_mse",
+                "extrapolation_backward_centre_mse", "signal_variance", "seconds_per_iter",
+                "wall_seconds", "peak_memory_mb"):
         assert np.isfinite(metrics[key]), key
+    assert isinstance(metrics["beats_baselines"], bool)
     assert runs.read_json(tmp_path / runs.METRICS)["environment"]["torch"] == torch.__version__
     for name in ("history.csv", "checkpoint.pt", "spiral_vae.png", "loss.png"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -179,6 +232,9 @@ def test_ecg_vae_runs_in_a_joblib_worker(tmp_path: Path) -> None:
     ("train.lr=-1", "train.lr"),
     ("model.obs_noise_std=0", "obs_noise_std"),
     ("solver.method=rk45", "solver method"),
+    ("model.time_input=true", "time_input=false"),
+    ("train.partial_share=2", "train.partial_share"),
+    ("data.radius_end=[1.0,0.5]", "data.radius_end"),
 ])
 def test_bad_config_values(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
