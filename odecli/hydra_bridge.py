@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs_index import config_dir
-from .errors import Interrupted, OdecliError, RunFailed
+from .errors import Interrupted, OdecliError
 
 log = logging.getLogger("odecli")
 
@@ -54,6 +54,7 @@ class Outcome:
     run_dirs: list[Path] = field(default_factory=list)
     sweep_dir: Path | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[OdecliError] = field(default_factory=list)
 
 
 def outputs_root() -> Path:
@@ -182,10 +183,11 @@ class _JobFunction:
 
         cmd = COMMANDS[self.cmd_name]
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        # The progress bar owns the terminal; per-evaluation log lines go to the log file.
+        # The progress bar and the CLI's one-line summary or error own the terminal; log
+        # records (evaluations, failures with their iteration) go to the run's log file.
         for h in logging.getLogger().handlers:
             if type(h) is logging.StreamHandler:
-                h.setLevel(logging.WARNING)
+                h.setLevel(logging.CRITICAL + 1)
         _OUTCOME.run_dirs.append(run_dir)
         from . import device as device_mod
 
@@ -200,9 +202,11 @@ class _JobFunction:
             if not metrics_path.exists():
                 runs.write_json(metrics_path, {"status": f"failed: {exc}"})
             _OUTCOME.failures.append((str(run_dir), str(exc)))
+            _OUTCOME.errors.append(exc)
             log.error("%s", exc)
-            # Plain exception type: custom ones may not survive pickling back from workers.
-            raise RunFailed(str(exc)) from None
+            # Returned, not raised: Hydra would print its own "Error executing job" line. The
+            # CLI reads failures from metrics.json (sweeps) or from _OUTCOME (single runs).
+            return {"status": f"failed: {exc}", "run_dir": str(run_dir)}
         if not bool(cfg.get("quiet", False)):
             summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                 if k in SUMMARY_KEYS and isinstance(v, (int, float)))
@@ -332,6 +336,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                 claimed.rmdir()
         raise
     outcome.sweep_dir = sweep_recorder.sweep_dir
+    if not multirun and outcome.errors:
+        raise outcome.errors[0]
     if multirun:
         outcome.failures = sweep_failures(outcome.sweep_dir) if outcome.sweep_dir else []
         if outcome.failures:

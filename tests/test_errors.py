@@ -78,5 +78,7 @@ def test_impossible_solver_setting_fails_the_run_with_a_hint(cli, outputs):
     res = cli("train", *FAST, "+solver.options.max_num_steps=1")
     assert res.exit_code == 1
     assert "max_num_steps" in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: failed: solver failed")
     (run,) = run_dirs(outputs)
     assert read_metrics(run)["status"] == "failed: solver failed: max_num_steps exceeded"

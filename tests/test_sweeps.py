@@ -49,6 +49,7 @@ def test_a_failing_job_does_not_stop_the_sweep(cli, outputs):
     assert res.exit_code == 1
     assert "2 job(s) failed" in res.stderr and "job 1: failed" in res.stderr
     assert "job 3: failed" in res.stderr and "max_num_steps exceeded" in res.stderr
+    assert "Error executing job" not in res.stderr  # our one line names every failed job
     statuses = [read_metrics(j)["status"] for j in sweep_runs(outputs)]
     assert statuses[0] == statuses[2] == "ok"
     assert statuses[1].startswith("failed: ") and statuses[3].startswith("failed: ")
