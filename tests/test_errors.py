@@ -21,6 +21,8 @@ from conftest import FAST, read_metrics, run_dirs
     (["data.observe_fraction=1.5"], "data.observe_fraction must be in (0, 1]"),
     (["model.depth=2", "model.width=[8,8,8]"], "model.width lists 3 widths but model.depth is 2"),
     (["model.activation=swishy"], "unknown model.activation 'swishy'"),
+    (["model.output_scale=huge"], "unknown model.output_scale 'huge'; choose one of: max"),
+    (["train.sampling=random"], "unknown train.sampling 'random'; choose one of: uniform"),
     (["device.dtype=float16"], "device.dtype must be one of float32, float64"),
     (["system.t1=-5"], "system.t1 (-5) must be greater than system.t0"),
     (["nosuchkey=1"], "Could not override 'nosuchkey'"),

@@ -109,3 +109,30 @@ def test_same_seed_gives_identical_runs(cli, outputs):
     assert cli("train", *FAST, "seed=4").exit_code == 0
     c = [d for d in run_dirs(outputs) if d not in (a, b)][0]
     assert read_metrics(c)["final_loss"] != ma["final_loss"]
+
+
+def test_arclength_sampling_weights_windows_by_distance_travelled():
+    t = torch.linspace(0, 1, 11)
+    y = torch.stack([t**2, torch.zeros(11)], dim=-1)      # speeds up along a line
+    obs = data.Observations(t=t, y=y, index=torch.arange(11), uniform=True)
+    w = data.arclength_weights(obs, batch_time=3)
+    assert w.shape == (9,)
+    expected = (t[2:] ** 2 - t[:-2] ** 2).double()          # distance covered by each window
+    assert torch.allclose(w, expected)
+    starts = data.sample(obs, 4000, 3, torch.Generator().manual_seed(0), w).t_start.squeeze()
+    late, early = (starts > 0.65).float().mean(), (starts < 0.25).float().mean()
+    # Starts 7-8 cover 34/90 of the path, starts 0-2 only 12/90 (uniform: 2/9 and 3/9).
+    assert abs(float(late) - 34 / 90) < 0.03 and abs(float(early) - 12 / 90) < 0.03
+
+
+def test_output_scale_choices_set_the_field_speed_scale():
+    from odecli import models
+
+    t = torch.linspace(0, 1, 5)
+    y = torch.stack([torch.tensor([0.0, 0.1, 0.2, 0.3, 1.3]), torch.zeros(5)], dim=-1)
+    speeds = torch.tensor([0.4, 0.4, 0.4, 4.0])               # |dy/dt| of each segment
+    for kind, expected in (("max", speeds.max()), ("mean", speeds.mean()),
+                           ("rms", speeds.pow(2).mean().sqrt())):
+        field = models.ODEField(2, [8], output_scale=kind)
+        field.fit_normalization(t, y)
+        assert torch.isclose(field.out_scale[0], expected, rtol=1e-5)
