@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -77,20 +78,17 @@ class History:
         self.flush()
 
     def flush(self) -> None:
+        """Rewrite the whole file atomically (a few hundred rows at most)."""
         if not self.rows:
             return
         fields: list[str] = []
         for row in self.rows:
             fields.extend(k for k in row if k not in fields)
-        lines: list[str] = []
-        from io import StringIO
-
-        buf = StringIO()
+        buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        lines.append(buf.getvalue())
-        atomic_write_bytes(self.path, "".join(lines).encode())
+        atomic_write_bytes(self.path, buf.getvalue().encode())
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:

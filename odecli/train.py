@@ -6,6 +6,7 @@ states, history), so a resumed run continues exactly where an uninterrupted one 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -323,8 +324,6 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """checkpoint.pt, atomically: a crash mid-write keeps the previous checkpoint."""
-        import io
-
         buf = io.BytesIO()
         torch.save(self.state(), buf)
         runs.atomic_write_bytes(self.run_dir / runs.CHECKPOINT, buf.getvalue())
