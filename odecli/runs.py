@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -192,14 +193,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+STEP_GRACE_SECONDS = 5.0
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM inside `stop_signals()`; the loop checks it between steps."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.since = 0.0
 
     def __bool__(self) -> bool:
         return self.signum is not None
+
+    def overdue(self, grace: float = STEP_GRACE_SECONDS) -> bool:
+        """True once a stop was asked for more than `grace` seconds ago: a step (or rollout)
+        still running then is stuck, e.g. a diverged field crawling through tiny steps."""
+        return self.signum is not None and time.monotonic() - self.since > grace
 
     @property
     def name(self) -> str:
@@ -229,6 +239,7 @@ def stop_signals() -> Iterator[StopFlag]:
         if flag.signum is not None:
             raise KeyboardInterrupt
         flag.signum = signum
+        flag.since = time.monotonic()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

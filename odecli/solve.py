@@ -8,7 +8,7 @@ trainer and the latent VAE alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,10 +121,19 @@ class CountingField(nn.Module):
         super().__init__()
         self.func = func
         self.nfe = 0
+        # When set and it returns True, the solve in progress is abandoned (StepAborted): a
+        # stop signal must not wait for a diverged field that the solver crawls through.
+        self.abort: Callable[[], bool] | None = None
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
+        if self.abort is not None and self.abort():
+            raise StepAborted("solve abandoned after a stop signal")
         return self.func(t, y)
+
+
+class StepAborted(Exception):
+    """A solve abandoned on request (see CountingField.abort); the step did not happen."""
 
 
 def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,

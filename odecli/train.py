@@ -138,6 +138,15 @@ class Trainer:
 
     def step(self) -> float:
         """One optimisation step on a random batch of windows; returns the batch loss."""
+        gen_state = self.gen.get_state()
+        try:
+            return self._step()
+        except solve.StepAborted:
+            self.gen.set_state(gen_state)  # as if the step never started: resume stays exact
+            self.field.t_offset = None
+            raise
+
+    def _step(self) -> float:
         o = self.opts
         batch = data_mod.sample(self.obs, o["batch_size"], o["batch_time"], self.gen,
                                 self.window_weights)
@@ -197,6 +206,7 @@ class Trainer:
         status, reason, hint = "ok", None, None
         every = o["checkpoint_every"]
         with runs.stop_signals() as stop:
+            self.func.abort = stop.overdue
             try:
                 with runs.progress(o["niters"], f"train {self.system.name}", self.quiet,
                                    start=self.iteration) as bar:
@@ -218,6 +228,9 @@ class Trainer:
             except SolverError as exc:
                 status, reason, hint = "failed", str(exc), exc.hint
                 log.error("run failed at iteration %d: %s (%s)", self.iteration, exc, exc.hint)
+            except solve.StepAborted:
+                log.warning("%s: step %d did not finish within %.0f s; abandoned", stop.name,
+                            self.iteration + 1, runs.STEP_GRACE_SECONDS)
             if stop and status == "ok" and self.iteration < o["niters"]:
                 status, reason = "interrupted", stop.name
                 log.warning("%s at iteration %d: writing a checkpoint", stop.name,
@@ -227,6 +240,7 @@ class Trainer:
                 metrics.update(self._interrupted_eval())
                 metrics["resume"] = f"odecli train resume={self.run_dir}"
             self.finish(metrics)
+            self.func.abort = None
         if status == "interrupted":
             assert stop.signum is not None
             raise Interrupted(f"interrupted by {stop.name} at iteration {self.iteration} of "
@@ -239,7 +253,7 @@ class Trainer:
         history matches an uninterrupted one)."""
         try:
             ev = self.evaluate()
-        except SolverError:
+        except (SolverError, solve.StepAborted):
             return {}
         return {k: v for k, v in ev.items() if k != "nfe_eval"}
 
@@ -285,8 +299,12 @@ class Trainer:
         return m
 
     def finish(self, metrics: dict[str, Any]) -> None:
-        """Checkpoint, figures and metrics; metrics last so 'ok' means everything is there."""
+        """Checkpoint, figures and metrics; metrics last so 'ok' means everything is there.
+        A stopped or failed run records its status before the figures, which a diverged
+        field can make slow."""
         self.save_checkpoint()
+        if metrics["status"] != "ok":
+            runs.write_json(self.run_dir / runs.METRICS, metrics)
         if bool(self.cfg.plots.get("enabled", True)):
             try:
                 self.figures()
@@ -385,7 +403,7 @@ class Trainer:
         try:
             pred, _ = self.predict()
             pred_np = pred.cpu().numpy()
-        except SolverError:
+        except (SolverError, solve.StepAborted):  # diverged or stuck: draw the rest
             pred_np = None
         truth = self.truth.cpu().numpy()
         t = self.t_full.cpu().numpy()
