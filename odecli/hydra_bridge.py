@@ -407,12 +407,37 @@ def validate(cmd: Command, overrides: list[str]) -> Any:
     except OdecliError:
         raise
     except Exception as exc:
+        unknown = re.match(r"Could not override '([^']+)'", str(exc))
+        if unknown:
+            raise OdecliError(unknown_key_message(cmd, unknown.group(1))) from exc
         raise OdecliError(one_line(exc)) from exc
     job = composed.copy()
     with open_dict(job):
         job.pop("hydra", None)
     _load(cmd.validator)(job)
     return composed
+
+
+def unknown_key_message(cmd: Command, key: str) -> str:
+    """A typo in a key gets the nearest real keys, not only Hydra's advice to add it."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    def flat(node: Any, prefix: str = "") -> list[str]:
+        keys = []
+        for k, v in node.items():
+            name = f"{prefix}{k}"
+            keys.append(name)
+            if isinstance(v, dict):
+                keys.extend(flat(v, name + "."))
+        return keys
+
+    defaults = OmegaConf.to_container(compose(cmd, []), resolve=False)
+    close = difflib.get_close_matches(key, flat(defaults), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return (f"unknown config key '{key}'{hint}; see `odecli {cmd.name} --cfg job`, or add a "
+            f"new key with +{key}=VALUE")
 
 
 def sweep_failures(sweep_dir: Path) -> list[tuple[str, str]]:
@@ -473,6 +498,8 @@ _WS = re.compile(r"\s*\n\s*")
 def one_line(exc: BaseException) -> str:
     """Hydra's multi-line messages ('Available options in ...') folded onto one line."""
     text = str(exc).strip() or type(exc).__name__
+    text = text.split("\nConfig search path", 1)[0].strip()
+    text = re.sub(r"^In '[\w/]+': ", "", text)
     text = text.replace("\n\nAvailable options", ". Available options")
     parts = [p for p in _WS.split(text) if p]
     if len(parts) > 1 and parts[0].endswith(":"):

@@ -8,7 +8,8 @@ from conftest import FAST, read_metrics, run_dirs
 
 
 @pytest.mark.parametrize("args,message", [
-    (["system=nope"], "Could not find 'system/nope'. Available options in 'system': lotka"),
+    (["system=nope"], "error: Could not find 'system/nope'. Available options in 'system': "
+                      "lotka, lotka_linear, mlp, nonlinear, random, spiral, spiral_cubic\n"),
     (["solver=rk5"], "Available options in 'solver': adaptive_heun"),
     (["train.niters=abc"], "train.niters must be a positive integer, got 'abc'"),
     (["train.niters=0"], "train.niters must be a positive integer, got 0"),
@@ -25,7 +26,8 @@ from conftest import FAST, read_metrics, run_dirs
     (["train.sampling=random"], "unknown train.sampling 'random'; choose one of: uniform"),
     (["device.dtype=float16"], "device.dtype must be one of float32, float64"),
     (["system.t1=-5"], "system.t1 (-5) must be greater than system.t0"),
-    (["nosuchkey=1"], "Could not override 'nosuchkey'"),
+    (["nosuchkey=1"], "unknown config key 'nosuchkey'; see `odecli train --cfg job`"),
+    (["train.niter=10"], "unknown config key 'train.niter' (did you mean 'train.niters'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, outputs, args, message):
     res = cli("train", *FAST, *args)
