@@ -88,3 +88,5 @@ def setup(cfg: Mapping[str, Any]) -> Runtime:
 def quiet_warnings() -> None:
     """torchdiffeq warns on every call for some harmless cases; keep logs readable."""
     warnings.filterwarnings("ignore", message=".*step_size.*", module="torchdiffeq")
+    # torchdiffeq's SciPy wrapper always passes min_step, which some SciPy methods ignore.
+    warnings.filterwarnings("ignore", message="The following arguments have no effect")

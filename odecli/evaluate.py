@@ -49,7 +49,11 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
     out_dir = Path(out).expanduser().resolve() if out else hydra_bridge.claim_dir(
         run_dir / "eval", "")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OdecliError(f"cannot write the output folder {out_dir}: "
+                              f"{exc.strerror or exc}") from exc
         trainer = Trainer(cfg, out_dir)
         state = trainer.load_checkpoint(run_dir / runs.CHECKPOINT, restore_training=False,
                                         allowed=EVAL_KEYS)

@@ -115,7 +115,7 @@ def loss_curve(path: Path, history: Sequence[dict[str, Any]], title: str) -> Non
         vals = [r.get(key) for r in history]
         if any(isinstance(v, (int, float)) for v in vals):
             ax.plot(its, [v if isinstance(v, (int, float)) else np.nan for v in vals],
-                    label=label)
+                    label=label, marker="o", ms=3)  # markers: a one-point series still shows
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_title(title)

@@ -264,13 +264,14 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
     written = []
     labels = list(groups)
     if metric:
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels) + 2), 4.5))
+        fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(labels) + 2), 4.5))
         for i, label in enumerate(labels):
             values = np.array([_number(r.metrics.get(metric)) for r in groups[label]])
             ok = values[~np.isnan(values)]
             if len(ok):
-                ax.bar(i, ok.mean(), color="C0", alpha=0.5,
-                       yerr=ok.std() if len(ok) > 1 else None, capsize=4)
+                # Mean and std as a marker with error bars (bars would mislead on a log axis).
+                ax.errorbar(i, ok.mean(), yerr=ok.std() if len(ok) > 1 else None, fmt="s",
+                            color="C1", ms=8, capsize=5, zorder=3)
                 ax.plot(np.full(len(ok), i), ok, "o", color="C0", ms=4)
             failed = len(values) - len(ok)
             if failed:
@@ -283,7 +284,8 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
         if all(v > 0 for v in positive if not math.isnan(v)) and any(
                 not math.isnan(v) for v in positive):
             ax.set_yscale("log")
-        ax.set_title(f"{metric} per configuration (mean, std and each seed)")
+        ax.set_title(f"{metric} per configuration\n(square: mean and std; dots: each run)",
+                     fontsize=10)
         fig.tight_layout()
         fig.savefig(out / FIGURES[0], dpi=100)
         plt.close(fig)
@@ -308,7 +310,7 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
             std = np.nanstd(grid, axis=0)
         color = f"C{i % 10}"
         n = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
-        ax.plot(its, mean, color=color, label=label + n)
+        ax.plot(its, mean, color=color, label=label + n, marker="o", ms=2)
         if len(curves) > 1:
             ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.2)
         drawn = True

@@ -94,6 +94,9 @@ class SolverSpec:
             raise ConfigError(
                 f"unknown gradient mode '{name}'; choose one of: {', '.join(GRADIENTS)}")
         spec.gradient = name
+        if method == "scipy_solver" and name == "direct":
+            raise ConfigError("solver=scipy_solver integrates outside torch, so nothing can be "
+                              "backpropagated through it; use gradient=adjoint")
         for key in ("rtol", "atol"):
             value = gradient.get(key)
             if value is not None and (not _is_number(value) or value <= 0):

@@ -259,14 +259,18 @@ class Trainer:
 
     def _record(self, ev: dict[str, float]) -> None:
         self.last_eval = ev
-        row = {"iteration": self.iteration, "train_loss": self.last_loss, **ev,
+        # No training loss before the first step: an empty cell, not a NaN that reads as a
+        # diverged run.
+        loss = None if self.iteration == 0 else self.last_loss
+        row = {"iteration": self.iteration, "train_loss": loss, **ev,
                "nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
                "seconds": round(self.train_seconds, 4)}
         self.history.append(row)
         if bool(self.cfg.plots.get("gif", False)):
             self.frames.append((self.iteration, self._last_pred.cpu().numpy()))
-        log.info("iter %d  loss %.4g  error %.4g (rel %.3g)  extrap %.4g", self.iteration,
-                 self.last_loss, ev["error_abs"], ev["error_rel"], ev["extrap_error_abs"])
+        log.info("iter %d  loss %s  error %.4g (rel %.3g)  extrap %.4g", self.iteration,
+                 "-" if loss is None else f"{loss:.4g}", ev["error_abs"], ev["error_rel"],
+                 ev["extrap_error_abs"])
 
     def metrics(self, status: str, reason: str | None, hint: str | None, wall: float
                 ) -> dict[str, Any]:

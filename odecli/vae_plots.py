@@ -102,10 +102,10 @@ def loss_figure(path: Path, rows: Sequence[Mapping[str, Any]], notice: str | Non
     plt = _pyplot()
     it = [r["iteration"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(it, [r["loss"] for r in rows], color=MODEL)
+    a.plot(it, [r["loss"] for r in rows], color=MODEL, marker="o", ms=3)
     a.set_title("training loss (-ELBO)", fontsize=9)
     a.set_xlabel("iteration")
-    b.plot(it, [r["score"] for r in rows], color=REAL)
+    b.plot(it, [r["score"] for r in rows], color=REAL, marker="o", ms=3)
     b.set_yscale("log")
     b.set_title("held-out mean MSE", fontsize=9)
     b.set_xlabel("iteration")

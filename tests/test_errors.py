@@ -26,6 +26,8 @@ from conftest import FAST, read_metrics, run_dirs
     (["train.sampling=random"], "unknown train.sampling 'random'; choose one of: uniform"),
     (["device.dtype=float16"], "device.dtype must be one of float32, float64"),
     (["system.t1=-5"], "system.t1 (-5) must be greater than system.t0"),
+    (["solver=scipy_solver", "gradient=direct"], "nothing can be backpropagated through it; "
+                                                 "use gradient=adjoint"),
     (["nosuchkey=1"], "unknown config key 'nosuchkey'; see `odecli train --cfg job`"),
     (["train.niter=10"], "unknown config key 'train.niter' (did you mean 'train.niters'"),
 ])
