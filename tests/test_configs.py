@@ -98,6 +98,7 @@ def test_seed_notebook_preset_is_the_seed_protocol():
     t = cfg.train
     assert (t.batch_time, t.batch_size, t.niters, t.test_freq) == (10, 20, 5000, 50)
     assert (t.optimizer, t.lr, t.loss, t.schedule) == ("rmsprop", 1e-3, "l1", "constant")
+    assert t.sampling == "uniform"
     assert cfg.solver.method == "dopri5" and cfg.gradient.name == "adjoint"
     assert cfg.model.width == 50 and cfg.model.normalize is False and cfg.model.init == "seed"
     assert cfg.plots.gif is True
@@ -111,6 +112,7 @@ def test_ode_demo_preset_is_torchdiffeqs_protocol():
     assert (cfg.system.t0, cfg.system.t1, cfg.system.data_size) == (0.0, 25.0, 1000)
     t = cfg.train
     assert (t.batch_time, t.batch_size, t.niters) == (10, 20, 2000)
-    assert (t.optimizer, t.lr, t.loss) == ("rmsprop", 1e-3, "l1")
+    assert (t.optimizer, t.lr, t.loss, t.sampling) == ("rmsprop", 1e-3, "l1", "uniform")
     assert (cfg.solver.rtol, cfg.solver.atol) == (1e-7, 1e-9)
+    assert cfg.model.input_power == 3 and cfg.gradient.name == "direct"
     train.validate(cfg)
