@@ -125,3 +125,15 @@ def test_sweep_script_is_valid_bash():
     script = REPO / "scripts" / "sweep.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert os.access(script, os.X_OK)
+
+
+def test_vae_commands_sweep_the_same_way(cli, outputs):
+    res = cli("spiral-vae", "-m", "seed=0,1", "train.niters=2", "train.test_freq=2",
+              "data.n_spirals=24", "quiet=true", "plots.enabled=false")
+    assert res.exit_code == 0, res.stderr
+    jobs = sorted(p.parent for p in (outputs / "multirun").rglob("metrics.json"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        m = read_metrics(job)
+        assert m["status"] == "ok" and m["command"] == "spiral-vae"
+        assert "reconstruction_mse" in m
