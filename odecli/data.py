@@ -40,16 +40,10 @@ class Batch:
 def observe(t: torch.Tensor, y_true: torch.Tensor, cfg: Mapping[str, Any],
             generator: torch.Generator) -> Observations:
     """Keep a random subset of time points (the first always) and add Gaussian noise."""
-    fraction = cfg.get("observe_fraction", 1.0)
-    noise = cfg.get("noise_std", 0.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-            0 < fraction <= 1):
-        raise ConfigError(f"data.observe_fraction must be in (0, 1], got {fraction!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-        raise ConfigError(f"data.noise_std must be a non-negative number, got {noise!r}")
+    fraction, noise = check_data(cfg)
     n = len(t)
     if fraction < 1:
-        keep = max(2, int(round(fraction * n)))
+        keep = observed_count(n, fraction)
         rest = torch.randperm(n - 1, generator=generator)[: keep - 1] + 1
         index = torch.cat([torch.zeros(1, dtype=torch.long), rest.sort().values])
     else:
@@ -60,12 +54,29 @@ def observe(t: torch.Tensor, y_true: torch.Tensor, cfg: Mapping[str, Any],
     return Observations(t=t[index], y=y, index=index, uniform=fraction >= 1)
 
 
-def check_window(obs: Observations, batch_time: int) -> None:
+def check_data(cfg: Mapping[str, Any]) -> tuple[float, float]:
+    """The `data` node's observe_fraction and noise_std, checked."""
+    fraction = cfg.get("observe_fraction", 1.0)
+    noise = cfg.get("noise_std", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0 < fraction <= 1):
+        raise ConfigError(f"data.observe_fraction must be in (0, 1], got {fraction!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise ConfigError(f"data.noise_std must be a non-negative number, got {noise!r}")
+    return float(fraction), float(noise)
+
+
+def observed_count(n: int, fraction: float) -> int:
+    """How many of n time points `observe` keeps (at least two)."""
+    return n if fraction >= 1 else max(2, int(round(fraction * n)))
+
+
+def check_window(n_observed: int, batch_time: int) -> None:
     """A window needs batch_time observed points; say so before training starts."""
-    if batch_time > len(obs.t):
+    if batch_time > n_observed:
         raise ConfigError(
             f"train.batch_time ({batch_time}) is larger than the number of observed points "
-            f"({len(obs.t)}); lower train.batch_time or raise system.data_size")
+            f"({n_observed}); lower train.batch_time or raise system.data_size")
 
 
 def arclength_weights(obs: Observations, batch_time: int) -> torch.Tensor:

@@ -91,9 +91,7 @@ class Trainer:
         self.opts = validate_train(cfg.train)
         self.spec = solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
         self.rt = device_mod.setup(cfg.device)
-        seed = cfg.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        seed = check_seed(cfg)
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.system = systems.build(cfg.system)
@@ -105,7 +103,7 @@ class Trainer:
         self.truth = truth.to(dev, dt)
         self.obs = data_mod.observe(self.t_full[: self.n_train], self.truth[: self.n_train],
                                     cfg.data, self.gen)
-        data_mod.check_window(self.obs, self.opts["batch_time"])
+        data_mod.check_window(len(self.obs.t), self.opts["batch_time"])
         self.window_weights = (data_mod.arclength_weights(self.obs, self.opts["batch_time"])
                                if self.opts["sampling"] == "arclength" else None)
         centred = truth[: self.n_train] - truth[: self.n_train].mean(0)
@@ -536,7 +534,24 @@ class RunFailedWithMetrics(OdecliError):
         self.metrics = metrics
 
 
+def check_seed(cfg: Mapping[str, Any]) -> int:
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    return seed
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check every value of a composed train config without training or writing anything."""
+    """Check every value of a composed train config without training or writing anything.
+
+    The same checks the Trainer makes, minus the true trajectory (a sweep validates every
+    job up front, and integrating the mlp system alone takes a second)."""
     device_mod.quiet_warnings()
-    Trainer(cfg, Path("."))
+    opts = validate_train(cfg.train)
+    solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
+    device_mod.setup(cfg.device)
+    check_seed(cfg)
+    system = systems.build(cfg.system)
+    fraction, _ = data_mod.check_data(cfg.data)
+    data_mod.check_window(data_mod.observed_count(len(system.t), fraction), opts["batch_time"])
+    models.build(cfg.model, system.dim)
