@@ -201,7 +201,6 @@ class _JobFunction:
             metrics_path = run_dir / runs.METRICS
             if not metrics_path.exists():
                 runs.write_json(metrics_path, {"status": f"failed: {exc}"})
-            _OUTCOME.failures.append((str(run_dir), str(exc)))
             _OUTCOME.errors.append(exc)
             log.error("%s", exc)
             # Returned, not raised: Hydra would print its own "Error executing job" line. The
@@ -325,11 +324,9 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             except _Stop as stop:
                 raise stop.exc from None
             except OdecliError:
-                if not multirun:
-                    raise
+                raise
             except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
-                if not multirun or not _is_job_failure(exc):
-                    raise OdecliError(one_line(exc)) from exc
+                raise OdecliError(one_line(exc)) from exc
     except BaseException:
         if claimed is not None:  # nothing ran in it: do not leave an empty folder behind
             with contextlib.suppress(OSError):
@@ -391,10 +388,6 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 
 class MultirunFailed(OdecliError):
     exit_code = 1
-
-
-def _is_job_failure(exc: BaseException) -> bool:
-    return isinstance(exc, OdecliError) or "RunFailed" in type(exc).__name__
 
 
 def validate(cmd: Command, overrides: list[str]) -> Any:

@@ -88,13 +88,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.quiet = bool(cfg.get("quiet", False))
-        self.opts = validate_train(cfg.train)
-        self.spec = solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
-        self.rt = device_mod.setup(cfg.device)
-        seed = check_seed(cfg)
+        self.opts, self.spec, self.rt, seed, self.system = checked(cfg)
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
-        self.system = systems.build(cfg.system)
         dev, dt = self.rt.device, self.rt.dtype
         t_full = self.system.full_t()
         truth = self.system.trajectory(t_full)
@@ -534,11 +530,15 @@ class RunFailedWithMetrics(OdecliError):
         self.metrics = metrics
 
 
-def check_seed(cfg: Mapping[str, Any]) -> int:
+def checked(cfg: DictConfig) -> tuple[dict[str, Any], solve.SolverSpec, device_mod.Runtime,
+                                      int, systems.System]:
+    """The checks a Trainer and `validate` share: train options, solver spec, device, seed
+    and the system (without its true trajectory)."""
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
-    return seed
+    return (validate_train(cfg.train), solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient),
+            device_mod.setup(cfg.device), seed, systems.build(cfg.system))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -547,11 +547,7 @@ def validate(cfg: DictConfig) -> None:
     The same checks the Trainer makes, minus the true trajectory (a sweep validates every
     job up front, and integrating the mlp system alone takes a second)."""
     device_mod.quiet_warnings()
-    opts = validate_train(cfg.train)
-    solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
-    device_mod.setup(cfg.device)
-    check_seed(cfg)
-    system = systems.build(cfg.system)
+    opts, _, _, _, system = checked(cfg)
     fraction, _ = data_mod.check_data(cfg.data)
     data_mod.check_window(data_mod.observed_count(len(system.t), fraction), opts["batch_time"])
     models.build(cfg.model, system.dim)
