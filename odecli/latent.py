@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import math
 import random
 import time
@@ -110,6 +111,12 @@ class Encoder(nn.Module):
         return mu, logvar.clamp(-10.0, 5.0)
 
 
+def _noise(like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU generator, so a seed gives the same run on CPU
+    and CUDA (randn_like on a GPU would use the GPU's own generator)."""
+    return torch.randn(like.shape, dtype=like.dtype).to(like.device)
+
+
 class LatentODEVAE(nn.Module):
     """Encoder -> z0 (reparameterised) -> latent ODE over the grid -> decoder."""
 
@@ -140,7 +147,7 @@ class LatentODEVAE(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
                 sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x, mask, t)
-        z0 = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        z0 = mu + _noise(mu) * torch.exp(0.5 * logvar) if sample else mu
         return self.decode(z0, t, spec), mu, logvar
 
 
@@ -155,7 +162,7 @@ class LatentODEVAE(nn.Module):
         index `anchor[i]`. Returns (B, n_points, obs) predictions, mu and logvar.
         """
         mu, logvar = self.encode(x, mask, tau)
-        z0 = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        z0 = mu + _noise(mu) * torch.exp(0.5 * logvar) if sample else mu
         return self.decode_grid(z0, tau[1] - tau[0], anchor, n_points, spec), mu, logvar
 
     def decode_grid(self, z0: torch.Tensor, dt: torch.Tensor, anchor: torch.Tensor,
@@ -459,6 +466,8 @@ def _setup(cfg: Any) -> tuple[device_mod.Runtime, SolverSpec, int]:
     rt = device_mod.setup(cfg.device)
     device_mod.quiet_warnings()
     spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
+    if spec.notice:
+        logging.getLogger("odecli.latent").warning(spec.notice)
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
     random.seed(seed)

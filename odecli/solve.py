@@ -17,13 +17,14 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 
+from . import aca
 from .errors import ConfigError, SolverError
 
 METHODS: tuple[str, ...] = tuple(SOLVERS)
 FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
               "fixed_adams")
 ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver")
-GRADIENTS = ("adjoint", "direct")
+GRADIENTS = ("checkpoint", "adjoint", "direct")
 # Options torchdiffeq understands; it only warns on others, which hides typos, so we refuse.
 _ADAPTIVE_OPTIONS = {"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
                      "min_step", "max_step", "step_t", "jump_t", "norm", "dtype"}
@@ -45,10 +46,11 @@ class SolverSpec:
     atol: float = 1e-6
     step_size: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    gradient: str = "adjoint"
+    gradient: str = "checkpoint"
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
     seminorm: bool = False
+    notice: str | None = None  # a gradient substitution the run should log
 
     @property
     def adaptive(self) -> bool:
@@ -59,7 +61,7 @@ class SolverSpec:
                  ) -> SolverSpec:
         """Build and validate a spec from plain mappings (Hydra nodes work too)."""
         solver = dict(solver)
-        gradient = dict(gradient or {"name": "adjoint"})
+        gradient = dict(gradient or {"name": "checkpoint"})
         method = str(solver.get("method", "dopri5"))
         if method not in METHODS:
             raise ConfigError(
@@ -89,7 +91,7 @@ class SolverSpec:
             if key in options and (not _is_number(options[key]) or options[key] < 0):
                 raise ConfigError(f"solver.options.{key} must be a non-negative number")
         spec.options = options
-        name = str(gradient.get("name", "adjoint"))
+        name = str(gradient.get("name", "checkpoint"))
         if name not in GRADIENTS:
             raise ConfigError(
                 f"unknown gradient mode '{name}'; choose one of: {', '.join(GRADIENTS)}")
@@ -97,6 +99,13 @@ class SolverSpec:
         if method == "scipy_solver" and name == "direct":
             raise ConfigError("solver=scipy_solver integrates outside torch, so nothing can be "
                               "backpropagated through it; use gradient=adjoint")
+        if name == "checkpoint" and aca.unsupported_reason(method, options):
+            # The default gradient must not make multistep/scipy solvers or step_t/jump_t
+            # unusable: they cannot be replayed step by step, so they keep the adjoint.
+            spec.gradient = "adjoint"
+            spec.notice = (f"gradient=checkpoint cannot replay {method}"
+                           + (" with these options" if method in aca.SUPPORTED else "")
+                           + "; using gradient=adjoint")
         for key in ("rtol", "atol"):
             value = gradient.get(key)
             if value is not None and (not _is_number(value) or value <= 0):
@@ -164,6 +173,8 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
                 kwargs.pop("adjoint_rtol")
                 kwargs.pop("adjoint_atol")
             out = odeint_adjoint(func, y0, t, **kwargs)
+        elif grad and spec.gradient == "checkpoint" and torch.is_grad_enabled():
+            out = aca.odeint_checkpoint(func, y0, t, **kwargs)
         else:
             out = odeint(func, y0, t, **kwargs)
     except AssertionError as exc:

@@ -89,6 +89,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.quiet = bool(cfg.get("quiet", False))
         self.opts, self.spec, self.rt, seed, self.system = checked(cfg)
+        if self.spec.notice:
+            log.warning(self.spec.notice)
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         dev, dt = self.rt.device, self.rt.dtype
@@ -108,6 +110,11 @@ class Trainer:
         if bool(cfg.model.get("normalize", True)):
             self.field.fit_normalization(self.obs.t, self.obs.y)
         self.func = solve.CountingField(self.field)
+        advice = device_mod.gpu_advice(str(cfg.device.get("name", "cpu")), self.rt,
+                                       sum(p.numel() for p in self.field.parameters()),
+                                       self.opts["batch_size"])
+        if advice:
+            log.warning(advice)
         opt_cls = OPTIMIZERS[self.opts["optimizer"]]
         self.optimizer = opt_cls(self.field.parameters(), lr=self.opts["lr"],
                                  weight_decay=self.opts["weight_decay"])

@@ -24,7 +24,7 @@ def test_defaults_compose_to_the_documented_run():
     assert cfg.system.name == "spiral"
     assert cfg.model.depth == 1 and cfg.model.width == 50 and cfg.model.activation == "tanh"
     assert cfg.solver.method == "dopri5"
-    assert cfg.gradient.name == "adjoint"
+    assert cfg.gradient.name == "checkpoint"
     assert cfg.device.name == "cpu" and cfg.device.threads == 1
     train.validate(cfg)
 
@@ -62,7 +62,7 @@ def test_every_torchdiffeq_method_has_a_solver_option(method):
     train.validate(cfg)
 
 
-@pytest.mark.parametrize("name", ["adjoint", "direct"])
+@pytest.mark.parametrize("name", ["checkpoint", "adjoint", "direct"])
 def test_every_gradient_mode_composes(name):
     cfg = make(f"gradient={name}")
     assert cfg.gradient.name == name

@@ -182,7 +182,8 @@ def test_spiral_vae_end_to_end(tmp_path: Path) -> None:
 
 
 def test_adjoint_and_other_solvers_run(tmp_path: Path) -> None:
-    for i, extra in enumerate((["gradient=adjoint"], ["solver=rk4", "solver.step_size=0.5"])):
+    for i, extra in enumerate((["gradient=adjoint"], ["gradient=checkpoint"],
+                                 ["solver=rk4", "solver.step_size=0.5"])):
         cfg = compose_cfg("spiral_vae", TINY_SPIRAL + ["train.niters=2", "plots.enabled=false",
                                                        *extra])
         assert latent.run_spiral_vae(cfg, tmp_path / str(i))["status"] == "ok"

@@ -1,0 +1,81 @@
+"""CUDA gives CPU's results: every system and both VAE commands (skipped without a GPU).
+
+Runs in float64 so that CPU and GPU arithmetic agree far below the comparison tolerance; the
+solver's adaptive steps then match and so do the trained models. The device=auto advice is
+checked on any machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg, needs_record
+from test_training import make
+
+from odecli import device, latent, train
+from odecli.configs_index import config_dir
+
+SYSTEMS = sorted(p.stem for p in (config_dir() / "system").glob("*.yaml"))
+SHORT = ["train.niters=6", "train.test_freq=3", "plots.enabled=false", "device.dtype=float64"]
+
+
+def test_every_system_is_covered():
+    # the CUDA tests are parametrized from the config folder; an empty list would pass vacuously
+    assert SYSTEMS == ["lotka", "lotka_linear", "mlp", "nonlinear", "random", "spiral",
+                       "spiral_cubic"]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("gradient", ["checkpoint", "adjoint"])
+def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, gradient: str):
+    metrics, params = {}, {}
+    for dev in ("cpu", "cuda"):
+        tr = train.Trainer(make(f"system={system}", f"gradient={gradient}", f"device={dev}",
+                                *SHORT), tmp_path / dev)
+        metrics[dev] = tr.run()
+        params[dev] = torch.cat([p.detach().flatten().cpu() for p in tr.field.parameters()])
+        if dev == "cuda":
+            assert next(tr.field.parameters()).is_cuda
+    assert metrics["cuda"]["device"].startswith("cuda")
+    assert torch.allclose(params["cpu"], params["cuda"], rtol=1e-6, atol=1e-9)
+    for key in ("final_loss", "error_rel", "extrap_error_rel"):
+        assert metrics["cuda"][key] == pytest.approx(metrics["cpu"][key], rel=1e-5), key
+
+
+@pytest.mark.cuda
+def test_spiral_vae_is_the_same_on_cuda(tmp_path: Path):
+    out = {}
+    for dev in ("cpu", "cuda"):
+        cfg = compose_cfg("spiral_vae", TINY_SPIRAL + [f"device={dev}", "device.dtype=float64",
+                                                       "plots.enabled=false"])
+        out[dev] = latent.run_spiral_vae(cfg, tmp_path / dev)
+    for key in ("reconstruction_mse", "extrapolation_forward_mse"):
+        assert np.isclose(out["cuda"][key], out["cpu"][key], rtol=1e-5), key
+
+
+@pytest.mark.cuda
+@needs_record
+def test_ecg_vae_is_the_same_on_cuda(tmp_path: Path):
+    out = {}
+    for dev in ("cpu", "cuda"):
+        cfg = compose_cfg("ecg_vae", TINY_ECG + [f"device={dev}", "device.dtype=float64",
+                                                 "plots.enabled=false"])
+        out[dev] = latent.run_ecg_vae(cfg, tmp_path / dev)
+    for key in ("reconstruction_mse", "gap_mse", "extrapolation_right_mse"):
+        assert np.isclose(out["cuda"][key], out["cpu"][key], rtol=1e-5), key
+
+
+def test_auto_device_advises_cpu_once_for_a_tiny_model_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(device, "_ADVISED", False)
+    gpu = device.Runtime(torch.device("cuda"), torch.float32, 1)
+    cpu = device.Runtime(torch.device("cpu"), torch.float32, 1)
+    assert device.gpu_advice("auto", cpu, 252, 20) is None          # CPU chosen: nothing
+    assert device.gpu_advice("cuda", gpu, 252, 20) is None          # asked for explicitly
+    assert device.gpu_advice("auto", gpu, 2562, 4096) is None       # big enough for a GPU
+    note = device.gpu_advice("auto", gpu, 252, 20)
+    assert note and "252 parameters x batch 20" in note and "device=cpu" in note
+    assert device.gpu_advice("auto", gpu, 252, 20) is None          # only once

@@ -1,0 +1,161 @@
+"""gradient=checkpoint: the same solution as odeint, direct backprop's gradients, flat memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+from torchdiffeq import odeint
+
+from odecli import aca, solve
+from odecli.configs_index import config_dir
+
+
+class Field(nn.Module):
+    """A small nonlinear, time-dependent field (time dependence exercises the stage times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w1 = nn.Parameter(torch.randn(2, 16, generator=gen, dtype=torch.float64) * 0.5)
+        self.w2 = nn.Parameter(torch.randn(16, 2, generator=gen, dtype=torch.float64) * 0.5)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(y @ self.w1) @ self.w2 * (1 + 0.3 * torch.sin(t))
+
+
+def value_and_grads(solver, t: torch.Tensor, **kwargs):
+    func = Field()
+    y0 = torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.0]], dtype=torch.float64,
+                      requires_grad=True)
+    target = torch.linspace(-1, 1, len(t) * 6, dtype=torch.float64).reshape(len(t), 3, 2)
+    out = solver(func, y0, t, **kwargs)
+    ((out - target) ** 2).sum().backward()
+    return out.detach(), [p.grad for p in func.parameters()] + [y0.grad]
+
+
+@pytest.mark.parametrize("method,options", [("rk4", {"step_size": 0.07}), ("euler", None),
+                                            ("midpoint", {"step_size": 0.1})])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_fixed_grid_gradients_equal_direct_backprop(method, options, backwards):
+    t = torch.linspace(0, 2, 9, dtype=torch.float64)
+    t = -t if backwards else t
+    kw = {"method": method, "options": options}
+    out_d, g_d = value_and_grads(odeint, t, **kw)
+    out_c, g_c = value_and_grads(aca.odeint_checkpoint, t, **kw)
+    assert torch.equal(out_d, out_c)
+    for a, b in zip(g_d, g_c, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method,rtol", [("dopri5", 1e-7), ("bosh3", 1e-7), ("dopri8", 1e-7),
+                                         ("adaptive_heun", 1e-5)])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_adaptive_solution_is_odeints_and_gradients_match_direct(method, rtol, backwards):
+    # Direct backprop also differentiates the step-size controller; the checkpointed gradient
+    # holds the accepted steps fixed (as ACA does), a difference of the order of the tolerance.
+    t = torch.linspace(0, 3, 25, dtype=torch.float64)
+    t = -t if backwards else t
+    kw = {"method": method, "rtol": rtol, "atol": rtol * 1e-2}
+    out_d, g_d = value_and_grads(odeint, t, **kw)
+    out_c, g_c = value_and_grads(aca.odeint_checkpoint, t, **kw)
+    assert torch.equal(out_d, out_c)          # the very same forward arithmetic
+    for a, b in zip(g_d, g_c, strict=True):
+        assert float((a - b).norm() / a.norm()) < 1e-5
+        assert float(a.norm()) > 0
+
+
+def test_checkpoint_gradient_converges_to_the_exact_gradient_of_a_linear_system():
+    # dy/dt = a*y, y(1) = y0*exp(a): d y(1)/da = y0*exp(a). Tightening the tolerance must
+    # bring the checkpointed gradient onto the exact one.
+    a = nn.Parameter(torch.tensor(-0.7, dtype=torch.float64))
+
+    class Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = a
+
+        def forward(self, t, y):
+            return self.a * y
+
+    y0 = torch.tensor([1.5], dtype=torch.float64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    errors = []
+    for rtol in (1e-3, 1e-6, 1e-9):
+        a.grad = None
+        aca.odeint_checkpoint(Linear(), y0, t, method="dopri5", rtol=rtol, atol=rtol * 1e-2
+                              )[-1].sum().backward()
+        errors.append(abs(float(a.grad) - 1.5 * torch.exp(a.detach()).item()))
+    assert errors[2] < 1e-8
+    assert errors[0] > errors[2]
+
+
+def saved_bytes(mode: str, n_points: int) -> int:
+    """Bytes autograd keeps from a forward solve over n_points observations, for backward."""
+    total = 0
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += x.numel() * x.element_size()
+        return x
+
+    func = Field()
+    y0 = torch.randn(64, 2, dtype=torch.float64)
+    t = torch.arange(n_points, dtype=torch.float64) * 0.05  # the horizon grows with the points
+    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8, gradient=mode)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        out = solve.solve(func, y0, t, spec)
+    assert out.requires_grad
+    return total
+
+
+def test_checkpoint_keeps_no_graph_while_direct_backprops_graph_grows_with_the_horizon():
+    assert saved_bytes("checkpoint", 10) == saved_bytes("checkpoint", 400) == 0
+    assert saved_bytes("direct", 400) > 3 * saved_bytes("direct", 10) > 0
+
+
+def test_checkpoint_records_one_state_per_accepted_step():
+    func = Field()
+    y0 = torch.zeros(3, 2, dtype=torch.float64) + 0.4
+    steps = []
+
+    class Counter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.func = func
+
+        def forward(self, t, y):
+            return self.func(t, y)
+
+        def callback_accept_step(self, t0, y0, dt):
+            steps.append(float(t0))
+
+    t = torch.linspace(0, 4, 50, dtype=torch.float64)
+    with torch.no_grad():
+        odeint(Counter(), y0, t, method="dopri5", rtol=1e-6, atol=1e-8)
+    replay = aca._Replay(func, y0, t, "dopri5", 1e-6, 1e-8, None)
+    replay.forward()
+    assert [float(s[0]) for s in replay.recorder.steps] == steps
+    assert int(replay.owner.max()) == len(steps) - 1
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_checkpoint_is_the_default_and_multistep_solvers_keep_the_adjoint():
+    spec = solve.SolverSpec.from_cfg(make().solver, make().gradient)
+    assert (spec.gradient, spec.notice) == ("checkpoint", None)
+    for solver in ("explicit_adams", "scipy_solver"):
+        cfg = make(f"solver={solver}")
+        spec = solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
+        assert spec.gradient == "adjoint"
+        assert spec.notice == f"gradient=checkpoint cannot replay {solver}; using gradient=adjoint"
+    cfg = make("+solver.options.jump_t=[1.0]")
+    spec = solve.SolverSpec.from_cfg(cfg.solver, cfg.gradient)
+    assert spec.gradient == "adjoint" and "with these options" in spec.notice
+    with pytest.raises(ValueError, match="supports the Runge-Kutta solvers"):
+        aca.odeint_checkpoint(Field(), torch.zeros(1, 2), torch.linspace(0, 1, 3),
+                              method="explicit_adams")
