@@ -45,11 +45,12 @@ def row(m: dict) -> str:
     verdict = "meets 5%" if ok else f"MISSES ({m.get('status')})"
     return (f"| `{m['command']}` | {m.get('error_rel', float('nan')):.4f} | "
             f"{m.get('extrap_error_rel', float('nan')):.4f} | {m['process_wall']:.0f} s | "
-            f"{m.get('seconds_per_iter', float('nan')) * 1e3:.1f} ms | {verdict} |")
+            f"{m.get('seconds_per_iter', float('nan')) * 1e3:.1f} ms | {m.get('gradient')} | "
+            f"{verdict} |")
 
 
 HEADER = ("| command | error_rel (training span) | extrap_error_rel | wall | per iteration "
-          "| target |\n|---|---:|---:|---:|---:|---|")
+          "| gradient | target |\n|---|---:|---:|---:|---:|---|---|")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ accepted step sizes held fixed.
 
 The solver objects, Butcher tableaus and interpolants are torchdiffeq's own (0.2.x internals),
 so the forward numbers are exactly those of `odeint`. Supported: the explicit Runge-Kutta
-solvers, adaptive (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun) and fixed-grid (euler,
+solvers whose replay is exact, adaptive (dopri5, dopri8, bosh3) and fixed-grid (euler,
 midpoint, heun2, heun3, rk4). Multistep (Adams) solvers carry a history between steps and
 scipy integrates outside torch, so they are refused with a clear message.
 """
@@ -24,18 +24,22 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torchdiffeq._impl.interp import _interp_evaluate
 from torchdiffeq._impl.misc import _check_inputs
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _runge_kutta_step
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+# Replaying step k starts from f(t0, y0). dopri5, dopri8 and bosh3 take their next first stage
+# at the end state (first-same-as-last), so that is exactly what the solver used; fehlberg2 and
+# adaptive_heun reuse a last stage taken elsewhere (off by ~1e-9 per step): not replayed.
+ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3")
 FIXED_RK = ("euler", "midpoint", "heun2", "heun3", "rk4")
 SUPPORTED = ADAPTIVE_RK + FIXED_RK
 # step_t/jump_t move step ends off t0 + dt and re-evaluate the field at jumps; interp=cubic
 # adds evaluations the replay does not model. Refused rather than silently approximated.
-UNSUPPORTED_OPTIONS = ("step_t", "jump_t", "interp", "perturb")
+UNSUPPORTED_OPTIONS = ("step_t", "jump_t", "perturb")
 
 
 def unsupported_reason(method: str, options: dict[str, Any] | None) -> str | None:
@@ -98,8 +102,8 @@ class _Replay:
         with torch.no_grad():
             out = self.solver.integrate(self.t)
         steps = self.recorder.steps
+        self.owned: list[list[int]] = [[] for _ in steps]
         if not steps:
-            self.owner = torch.zeros(0, dtype=torch.long)
             return out
         t0s = torch.stack([s[0] for s in steps]) * self.sign
         if self.fixed:
@@ -110,7 +114,9 @@ class _Replay:
         self.t0s, self.t1s = t0s, t1s
         # The output at t[i] (i >= 1) comes from the first step whose end reaches it.
         times = self.t[1:].to(t1s.dtype)
-        self.owner = torch.searchsorted(t1s, times, side="left").clamp_(max=len(steps) - 1)
+        owner = torch.searchsorted(t1s, times, side="left").clamp_(max=len(steps) - 1)
+        for i, k in enumerate(owner.tolist()):
+            self.owned[k].append(i)
         self.times = times
         return out
 
@@ -118,7 +124,7 @@ class _Replay:
         """Recompute step k from y0 with a graph: its end state and the outputs it owns."""
         t0, t1 = self.t0s[k], self.t1s[k]
         dt = self.recorder.steps[k][2]
-        idx = (self.owner == k).nonzero().flatten().tolist()
+        idx = self.owned[k]
         outs: list[torch.Tensor] = []
         if self.fixed:
             solver: FixedGridODESolver = self.solver
@@ -147,12 +153,17 @@ class _CheckpointSolve(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
-        replay: _Replay = ctx.replay
+        replay: _Replay | None = ctx.replay
+        if replay is None:
+            raise RuntimeError("gradient=checkpoint frees its checkpoints during backward: "
+                               "backpropagating twice through one solve is not supported "
+                               "(use gradient=direct for retain_graph)")
         params = ctx.params
         steps = replay.recorder.steps
         adj = torch.zeros_like(grad_out[0])
-        grads = [torch.zeros_like(p) for p in params]
+        grads: list[torch.Tensor | None] = [None] * len(params)  # None: parameter unused
         with torch.enable_grad():
             for k in range(len(steps) - 1, -1, -1):
                 y0 = steps[k][1].detach().requires_grad_(True)
@@ -162,9 +173,9 @@ class _CheckpointSolve(torch.autograd.Function):
                 got = torch.autograd.grad(outputs, (y0, *params), cotangents,
                                           allow_unused=True)
                 adj = got[0]
-                for g, new in zip(grads, got[1:], strict=True):
+                for j, new in enumerate(got[1:]):
                     if new is not None:
-                        g.add_(new)
+                        grads[j] = new if grads[j] is None else grads[j] + new
                 steps[k] = (steps[k][0], None, steps[k][2])  # release the checkpoint
         adj = adj + grad_out[0]
         ctx.replay = None

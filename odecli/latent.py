@@ -467,7 +467,7 @@ def _setup(cfg: Any) -> tuple[device_mod.Runtime, SolverSpec, int]:
     device_mod.quiet_warnings()
     spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
     if spec.notice:
-        logging.getLogger("odecli.latent").warning(spec.notice)
+        runs.notice(logging.getLogger("odecli.latent"), spec.notice)
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
     random.seed(seed)

@@ -143,6 +143,13 @@ def environment(device: Any = None, dtype: Any = None, threads: int | None = Non
     return env
 
 
+def notice(logger: Any, message: str) -> None:
+    """A warning the user must see: the run log, and stderr as `note: ...` (the console log
+    handler is silenced so the progress bar and summary own the terminal)."""
+    logger.warning(message)
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def progress(total: int, description: str, quiet: bool = False, start: int = 0
              ) -> Iterator[Any]:

@@ -157,8 +157,11 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
     kwargs: dict[str, Any] = {"method": spec.method, "options": spec.torchdiffeq_options()}
     if spec.adaptive:
         kwargs.update(rtol=spec.rtol, atol=spec.atol)
+    mode = spec.gradient if grad and torch.is_grad_enabled() else "none"
+    if mode == "checkpoint" and aca.unsupported_reason(spec.method, spec.options):
+        mode = "adjoint"  # as SolverSpec.from_cfg decides (with a notice) for configs
     try:
-        if grad and spec.gradient == "adjoint" and torch.is_grad_enabled():
+        if mode == "adjoint":
             adjoint_options = dict(kwargs["options"] or {})
             adjoint_options.pop("norm", None)
             if spec.seminorm:
@@ -173,7 +176,7 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
                 kwargs.pop("adjoint_rtol")
                 kwargs.pop("adjoint_atol")
             out = odeint_adjoint(func, y0, t, **kwargs)
-        elif grad and spec.gradient == "checkpoint" and torch.is_grad_enabled():
+        elif mode == "checkpoint":
             out = aca.odeint_checkpoint(func, y0, t, **kwargs)
         else:
             out = odeint(func, y0, t, **kwargs)

@@ -90,7 +90,7 @@ class Trainer:
         self.quiet = bool(cfg.get("quiet", False))
         self.opts, self.spec, self.rt, seed, self.system = checked(cfg)
         if self.spec.notice:
-            log.warning(self.spec.notice)
+            runs.notice(log, self.spec.notice)
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         dev, dt = self.rt.device, self.rt.dtype
@@ -114,7 +114,7 @@ class Trainer:
                                        sum(p.numel() for p in self.field.parameters()),
                                        self.opts["batch_size"])
         if advice:
-            log.warning(advice)
+            runs.notice(log, advice)
         opt_cls = OPTIMIZERS[self.opts["optimizer"]]
         self.optimizer = opt_cls(self.field.parameters(), lr=self.opts["lr"],
                                  weight_decay=self.opts["weight_decay"])

@@ -116,3 +116,15 @@ def test_ode_demo_preset_is_torchdiffeqs_protocol():
     assert (cfg.solver.rtol, cfg.solver.atol) == (1e-7, 1e-9)
     assert cfg.model.input_power == 3 and cfg.gradient.name == "direct"
     train.validate(cfg)
+
+
+def test_ode_fast_preset_keeps_ode_demos_problem_and_changes_only_how_it_trains():
+    fast, demo = make("experiment=ode_fast"), make("experiment=ode_demo")
+    for key in ("system", "data"):
+        assert fast[key] == demo[key], key
+    assert (fast.model.width, fast.model.depth, fast.model.input_power) == (50, 1, 3)
+    assert fast.train.batch_time == demo.train.batch_time == 10
+    assert (fast.train.niters, fast.train.batch_size, fast.train.sampling) == (
+        400, 100, "arclength")
+    assert (fast.solver.rtol, fast.solver.atol) == (1e-3, 1e-4)
+    train.validate(fast)
