@@ -112,7 +112,10 @@ class SolverSpec:
                 raise ConfigError(f"gradient.{key} must be a positive number, got {value!r}")
         spec.adjoint_rtol = _opt_float(gradient.get("rtol"))
         spec.adjoint_atol = _opt_float(gradient.get("atol"))
-        spec.seminorm = bool(gradient.get("seminorm", False))
+        seminorm = gradient.get("seminorm", False)
+        if not isinstance(seminorm, bool):
+            raise ConfigError(f"gradient.seminorm must be true or false, got {seminorm!r}")
+        spec.seminorm = seminorm
         return spec
 
     def torchdiffeq_options(self) -> dict[str, Any] | None:

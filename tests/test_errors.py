@@ -28,6 +28,8 @@ from conftest import FAST, read_metrics, run_dirs
     (["system.t1=-5"], "system.t1 (-5) must be greater than system.t0"),
     (["solver=scipy_solver", "gradient=direct"], "nothing can be backpropagated through it; "
                                                  "use gradient=adjoint"),
+    (["gradient=adjoint", "gradient.seminorm=maybe"],
+     "gradient.seminorm must be true or false, got 'maybe'"),
     (["nosuchkey=1"], "unknown config key 'nosuchkey'; see `odecli train --cfg job`"),
     (["train.niter=10"], "unknown config key 'train.niter' (did you mean 'train.niters'"),
 ])
