@@ -7,6 +7,7 @@ Parts (all by default, in this order; each prints a markdown table):
   fit        time to a fitted model: the plain loop's 2000 iterations vs experiment=ode_fast
   gradients  direct / adjoint / checkpoint: time, NFE, peak memory, gradient error vs horizon
   devices    CPU vs CUDA per iteration, tiny model and a large batch (needs a GPU for CUDA)
+  compile    torch.compile of the vector field vs eager, on the experiment=ode_fast step
 
 Ratios come from one run on one machine; times are medians over repeated blocks, and
 alternating blocks are used where two loops are compared so drift hits both alike. With
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import PlainField, PlainLoop, spiral_truth  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-PARTS = ("startup", "overhead", "threads", "fit", "gradients", "devices")
+PARTS = ("startup", "overhead", "threads", "fit", "gradients", "devices", "compile")
 FIT_PRESET = "ode_fast"
 
 
@@ -380,6 +381,24 @@ def part_devices(args) -> tuple[str, list[str]]:
             rows.append(f"| {name} | {c1:.1f} ms | {cn:.1f} ms | no GPU | - |")
     return (f"CPU vs CUDA per training iteration (rk4, 10 points, direct backprop, "
             f"{cores} cores)", rows)
+
+
+def part_compile(args) -> tuple[str, list[str]]:
+    torch.set_num_threads(1)
+    tr = trainer(f"experiment={FIT_PRESET}")
+    timed(tr.step, 5)
+    eager = [timed(tr.step, args.iters) for _ in range(args.repeats)]
+    t0 = time.perf_counter()
+    tr.field.net = torch.compile(tr.field.net, dynamic=False)
+    timed(tr.step, 2)
+    compile_s = time.perf_counter() - t0
+    timed(tr.step, 5)
+    comp = [timed(tr.step, args.iters) for _ in range(args.repeats)]
+    e, c = statistics.median(eager), statistics.median(comp)
+    rows = ["| field | ms / iteration | vs eager | one-off compile |", "|---|---:|---:|---:|",
+            f"| eager | {e:.2f} | 1.00x | |",
+            f"| torch.compile (inductor) | {c:.2f} | {c / e:.2f}x | {compile_s:.1f} s |"]
+    return f"torch.compile of the vector field (experiment={FIT_PRESET} step, 1 thread)", rows
 
 
 def main() -> None:
