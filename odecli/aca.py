@@ -5,15 +5,16 @@ with the horizon; torchdiffeq's adjoint keeps memory flat but re-solves backward
 restarts at every observed time, which made it 6-23x slower than direct backprop on our
 dense grids. The adaptive checkpoint adjoint (Zhuang et al., ICML 2020; diffrax's default
 idea) keeps the best of both: the forward solve runs without a graph and records only the
-state at the start of each accepted step; the backward pass walks the steps in reverse,
-recomputes one step with a graph (the same Runge-Kutta arithmetic, so the same numbers) and
+state at the start of each accepted step (and, for adaptive solvers, the first stage the
+solver carried into it); the backward pass walks the steps in reverse, recomputes one step
+with a graph (the same Runge-Kutta arithmetic on the same inputs, so the same numbers) and
 backpropagates through it. Memory is the checkpoints plus one step's graph; time is about
 one extra forward solve over direct backprop; gradients equal direct backprop's with the
 accepted step sizes held fixed.
 
 The solver objects, Butcher tableaus and interpolants are torchdiffeq's own (0.2.x internals),
 so the forward numbers are exactly those of `odeint`. Supported: the explicit Runge-Kutta
-solvers whose replay is exact, adaptive (dopri5, dopri8, bosh3) and fixed-grid (euler,
+solvers, adaptive (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun) and fixed-grid (euler,
 midpoint, heun2, heun3, rk4). Multistep (Adams) solvers carry a history between steps and
 scipy integrates outside torch, so they are refused with a clear message.
 """
@@ -31,10 +32,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _runge_kutta_step
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-# Replaying step k starts from f(t0, y0). dopri5, dopri8 and bosh3 take their next first stage
-# at the end state (first-same-as-last), so that is exactly what the solver used; fehlberg2 and
-# adaptive_heun reuse a last stage taken elsewhere (off by ~1e-9 per step): not replayed.
-ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3")
+ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_RK = ("euler", "midpoint", "heun2", "heun3", "rk4")
 SUPPORTED = ADAPTIVE_RK + FIXED_RK
 # step_t/jump_t move step ends off t0 + dt and re-evaluate the field at jumps; interp=cubic
@@ -67,10 +65,20 @@ class _Recorder(nn.Module):
 
 
 class _AcceptedSteps(_Recorder):
-    """Adaptive solvers: only accepted steps count (rejected tries are not replayed)."""
+    """Adaptive solvers: only accepted steps count (rejected tries are not replayed).
+
+    These solvers start each step from the previous step's last stage (first-same-as-last),
+    which for fehlberg2 and adaptive_heun is not f(t0, y0) and for the others is f taken one
+    ulp before t0: that stage is recorded too, so the replay is bit-for-bit the solver's step.
+    """
+
+    solver: RKAdaptiveStepsizeODESolver | None = None
+    first_stages: list[torch.Tensor]
 
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.steps.append((t0, y0, dt))
+        # the state being stepped from is still the solver's rk_state: its f1 is this f0
+        self.first_stages.append(self.solver.rk_state.f1)
 
 
 class _GridSteps(_Recorder):
@@ -91,6 +99,9 @@ class _Replay:
             self.recorder, y0, t, rtol, atol, method, dict(options or {}), None, SOLVERS)
         assert shapes is None, "tensor states only"
         self.solver = SOLVERS[method](func=self.func, y0=y0, rtol=rtol, atol=atol, **options)
+        if not fixed:
+            self.recorder.solver = self.solver
+            self.recorder.first_stages = []
         self.fixed = fixed
         self.t = t
         # torchdiffeq solves decreasing times as increasing ones of the negated problem, but
@@ -120,8 +131,13 @@ class _Replay:
         self.times = times
         return out
 
-    def step(self, k: int, y0: torch.Tensor) -> tuple[torch.Tensor, list[int], list[torch.Tensor]]:
-        """Recompute step k from y0 with a graph: its end state and the outputs it owns."""
+    def step(self, k: int, y0: torch.Tensor, f0: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[torch.Tensor]]:
+        """Recompute step k from y0 with a graph: its end state, its last stage (the next
+        step's first; None for fixed-grid solvers) and the outputs it owns.
+
+        f0 is the first stage for adaptive solvers; step 0 evaluates it from y0, as the
+        solver did."""
         t0, t1 = self.t0s[k], self.t1s[k]
         dt = self.recorder.steps[k][2]
         idx = self.owned[k]
@@ -131,15 +147,17 @@ class _Replay:
             dy, _ = solver._step_func(self.func, t0, dt, t1, y0)
             y1 = y0 + dy
             outs = [solver._linear_interp(t0, t1, y0, y1, self.times[i]) for i in idx]
+            f1 = None
         else:
             solver: RKAdaptiveStepsizeODESolver = self.solver
-            f0 = self.func(t0, y0)
-            y1, _, _, k_stages = _runge_kutta_step(self.func, y0, f0, t0, dt, t1,
-                                                   tableau=solver.tableau)
+            if f0 is None:
+                f0 = self.func(t0, y0)
+            y1, f1, _, k_stages = _runge_kutta_step(self.func, y0, f0, t0, dt, t1,
+                                                    tableau=solver.tableau)
             if idx:
                 coeff = solver._interp_fit(y0, y1, k_stages, dt)
                 outs = [_interp_evaluate(coeff, t0, t1, self.times[i]) for i in idx]
-        return y1, [i + 1 for i in idx], outs
+        return y1, f1, [i + 1 for i in idx], outs
 
 
 class _CheckpointSolve(torch.autograd.Function):
@@ -162,21 +180,32 @@ class _CheckpointSolve(torch.autograd.Function):
                                "(use gradient=direct for retain_graph)")
         params = ctx.params
         steps = replay.recorder.steps
+        stages = None if replay.fixed else replay.recorder.first_stages
         adj = torch.zeros_like(grad_out[0])
+        adj_f: torch.Tensor | None = None  # cotangent of the stage carried into step k + 1
         grads: list[torch.Tensor | None] = [None] * len(params)  # None: parameter unused
         with torch.enable_grad():
             for k in range(len(steps) - 1, -1, -1):
                 y0 = steps[k][1].detach().requires_grad_(True)
-                y1, which, outs = replay.step(k, y0)
+                f0 = None
+                if stages is not None and k > 0:
+                    f0 = stages[k].detach().requires_grad_(True)
+                y1, f1, which, outs = replay.step(k, y0, f0)
                 outputs = [y1, *outs]
                 cotangents = [adj, *(grad_out[i] for i in which)]
-                got = torch.autograd.grad(outputs, (y0, *params), cotangents,
-                                          allow_unused=True)
-                adj = got[0]
-                for j, new in enumerate(got[1:]):
+                if adj_f is not None:
+                    outputs.append(f1)
+                    cotangents.append(adj_f)
+                inputs = (y0, *params) if f0 is None else (y0, f0, *params)
+                got = list(torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True))
+                adj = got.pop(0)
+                adj_f = got.pop(0) if f0 is not None else None
+                for j, new in enumerate(got):
                     if new is not None:
                         grads[j] = new if grads[j] is None else grads[j] + new
                 steps[k] = (steps[k][0], None, steps[k][2])  # release the checkpoint
+                if stages is not None:
+                    stages[k] = None
         adj = adj + grad_out[0]
         ctx.replay = None
         return (None, adj, *grads)
