@@ -474,6 +474,13 @@ def _setup(cfg: Any) -> tuple[device_mod.Runtime, SolverSpec, int]:
     return rt, spec, seed
 
 
+def _advise_device(cfg: Any, rt: device_mod.Runtime, model: nn.Module, batch: int) -> None:
+    advice = device_mod.gpu_advice(str(cfg.device.get("name", "cpu")), rt,
+                                   sum(p.numel() for p in model.parameters()), batch)
+    if advice:
+        runs.notice(logging.getLogger("odecli.latent"), advice)
+
+
 def _tensor(a: np.ndarray, rt: device_mod.Runtime) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a), dtype=rt.dtype, device=rt.device)
 
@@ -552,6 +559,7 @@ def run_spiral_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
         tau = _tensor(data.t[:width] - data.t[0], rt)
         n_points = len(data.t)
         batch_size = _positive_int(cfg.train, "batch_size", 50)
+        _advise_device(cfg, rt, model, batch_size)
         partial, partial_min = _partial_settings(cfg.train)
         idx = np.arange(n_points)
         inside = (idx[None, :] >= data.span[:, 0:1]) & (idx[None, :] < data.span[:, 1:2])
@@ -755,6 +763,7 @@ def run_ecg_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
             raise ConfigError("model.time_span must be positive")
         t = _tensor(span * (beats.t - beats.t[0]) / (beats.t[-1] - beats.t[0]), rt)
         batch_size = _positive_int(cfg.train, "batch_size", 64)
+        _advise_device(cfg, rt, model, batch_size)
         val_set = make_task_set(val_paths, tasks, seed + 1000)
         ones = np.ones(beats.paths.shape[1], dtype=bool)
 

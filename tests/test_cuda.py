@@ -79,3 +79,20 @@ def test_auto_device_advises_cpu_once_for_a_tiny_model_on_a_gpu(monkeypatch):
     note = device.gpu_advice("auto", gpu, 252, 20)
     assert note and "252 parameters x batch 20" in note and "device=cpu" in note
     assert device.gpu_advice("auto", gpu, 252, 20) is None          # only once
+
+
+def test_train_and_the_vae_commands_pass_the_device_advice_on(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def advice(requested, rt, n_params, batch):
+        calls.append((requested, n_params, batch))
+        return "tiny-model advice"
+
+    monkeypatch.setattr(device, "gpu_advice", advice)
+    train.Trainer(make("device=auto", "train.niters=1"), tmp_path / "train")
+    cfg = compose_cfg("spiral_vae", TINY_SPIRAL + ["train.niters=1", "plots.enabled=false",
+                                                   "device=auto"])
+    latent.run_spiral_vae(cfg, tmp_path / "vae")
+    assert [(c[0], c[2]) for c in calls] == [("auto", 20), ("auto", 12)]
+    assert calls[0][1] == 252  # the 2-50-2 field's parameters
+    assert capsys.readouterr().err.count("note: tiny-model advice") == 2
