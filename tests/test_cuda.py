@@ -47,25 +47,19 @@ def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, g
 
 
 @pytest.mark.cuda
-def test_spiral_vae_is_the_same_on_cuda(tmp_path: Path):
+@pytest.mark.parametrize("name,tiny,keys", [
+    ("spiral_vae", TINY_SPIRAL, ("reconstruction_mse", "extrapolation_forward_mse")),
+    pytest.param("ecg_vae", TINY_ECG, ("reconstruction_mse", "gap_mse",
+                                       "extrapolation_right_mse"), marks=needs_record),
+])
+def test_vae_command_is_the_same_on_cuda(tmp_path: Path, name, tiny, keys):
+    runner = latent.run_spiral_vae if name == "spiral_vae" else latent.run_ecg_vae
     out = {}
     for dev in ("cpu", "cuda"):
-        cfg = compose_cfg("spiral_vae", TINY_SPIRAL + [f"device={dev}", "device.dtype=float64",
-                                                       "plots.enabled=false"])
-        out[dev] = latent.run_spiral_vae(cfg, tmp_path / dev)
-    for key in ("reconstruction_mse", "extrapolation_forward_mse"):
-        assert np.isclose(out["cuda"][key], out["cpu"][key], rtol=1e-5), key
-
-
-@pytest.mark.cuda
-@needs_record
-def test_ecg_vae_is_the_same_on_cuda(tmp_path: Path):
-    out = {}
-    for dev in ("cpu", "cuda"):
-        cfg = compose_cfg("ecg_vae", TINY_ECG + [f"device={dev}", "device.dtype=float64",
-                                                 "plots.enabled=false"])
-        out[dev] = latent.run_ecg_vae(cfg, tmp_path / dev)
-    for key in ("reconstruction_mse", "gap_mse", "extrapolation_right_mse"):
+        cfg = compose_cfg(name, tiny + [f"device={dev}", "device.dtype=float64",
+                                        "plots.enabled=false"])
+        out[dev] = runner(cfg, tmp_path / dev)
+    for key in keys:
         assert np.isclose(out["cuda"][key], out["cpu"][key], rtol=1e-5), key
 
 
