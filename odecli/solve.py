@@ -161,8 +161,6 @@ def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
     if spec.adaptive:
         kwargs.update(rtol=spec.rtol, atol=spec.atol)
     mode = spec.gradient if grad and torch.is_grad_enabled() else "none"
-    if mode == "checkpoint" and aca.unsupported_reason(spec.method, spec.options):
-        mode = "adjoint"  # as SolverSpec.from_cfg decides (with a notice) for configs
     try:
         if mode == "adjoint":
             adjoint_options = dict(kwargs["options"] or {})
