@@ -112,6 +112,8 @@ class _Replay:
         """The solve as torchdiffeq does it, keeping only each step's starting state."""
         with torch.no_grad():
             out = self.solver.integrate(self.t)
+        if not self.fixed:
+            self.recorder.solver = None  # break recorder -> solver -> func -> recorder
         steps = self.recorder.steps
         self.owned: list[list[int]] = [[] for _ in steps]
         if not steps:
