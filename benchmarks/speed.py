@@ -119,8 +119,7 @@ def part_overhead(args) -> tuple[str, list[str]]:
 
 def part_threads(args) -> tuple[str, list[str]]:
     ours = trainer("experiment=ode_demo")
-    counts = sorted({1, 2, *(c for c in (4, 8, 16) if c <= (os.cpu_count() or 1))})
-    counts = [c for c in counts if c <= (os.cpu_count() or 1)] or [1]
+    counts = [c for c in (1, 2, 4, 8, 16) if c <= (os.cpu_count() or 1)]
     times: dict[int, list[float]] = {c: [] for c in counts}
     torch.set_num_threads(1)
     timed(ours.step, 10)
@@ -236,30 +235,28 @@ def rss_kib(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1])
-if dev.type == "cuda":
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-else:
+def mark():
+    # start a peak-memory window; returns the baseline in bytes
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
     open("/proc/self/clear_refs", "w").write("5")   # reset the peak RSS to the current RSS
-    base = rss_kib("VmRSS:") * 1024
+    return rss_kib("VmRSS:") * 1024
+def peak_since(base):
+    sync()
+    return (torch.cuda.max_memory_allocated() if dev.type == "cuda"
+            else rss_kib("VmHWM:") * 1024) - base
+base = mark()
 times = []
 for _ in range(a["repeats"]):
     sync(); t0 = time.perf_counter(); step(); sync()
     times.append((time.perf_counter() - t0) * 1e3)
-peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-        else rss_kib("VmHWM:") * 1024) - base
+peak = peak_since(base)
 # The same loss without gradients: what holding the trajectory and the loss costs anyway.
-if dev.type == "cuda":
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-else:
-    open("/proc/self/clear_refs", "w").write("5")
-    base = rss_kib("VmRSS:") * 1024
+base = mark()
 with torch.no_grad():
     float((solve.solve(func, y0, tt, spec, grad=False) - target).abs().mean())
-sync()
-peak_eval = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-             else rss_kib("VmHWM:") * 1024) - base
+peak_eval = peak_since(base)
 # reference gradient: direct backprop in float64 at tight tolerances, same batch and weights
 func64 = solve.CountingField(PlainField(a["width"])).double().to(dev)
 func64.func.load_state_dict(field.state_dict())

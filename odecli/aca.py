@@ -168,7 +168,6 @@ class _CheckpointSolve(torch.autograd.Function):
                 ) -> torch.Tensor:
         out = replay.forward()
         ctx.replay = replay
-        ctx.n_params = len(params)
         ctx.params = params
         return out
 
