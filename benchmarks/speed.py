@@ -71,8 +71,8 @@ def timed(step: Callable[[], object], iters: int) -> float:
 def trainer(*overrides: str, run_dir: Path | None = None):
     from hydra import compose, initialize_config_dir
 
-    from odecli import train
-    from odecli.configs_index import config_dir
+    from odecli.cli.configs_index import config_dir
+    from odecli.dynamics import experiment as train
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["quiet=true", *overrides])
@@ -204,7 +204,7 @@ GRAD_SCRIPT = r"""
 import json, sys, time, statistics, torch
 sys.path.insert(0, sys.argv[1])
 from plain_loop import PlainField, spiral_truth
-from odecli import solve
+from odecli.numerics import solve
 a = json.loads(sys.argv[2])
 torch.set_num_threads(a["threads"])
 dev = torch.device(a["device"])

@@ -48,9 +48,9 @@ def sweep(niters: int) -> dict[str, float]:
 def checkpoint(model: str, steps: int, saves: int, every: int) -> float:
     from omegaconf import OmegaConf
 
-    from odecli import device
-    from odecli.hydra_bridge import COMMANDS, compose
-    from odecli.train import Trainer
+    from odecli.cli.bridge import COMMANDS, compose
+    from odecli.dynamics.experiment import Trainer
+    from odecli.numerics import device
 
     device.quiet_warnings()
     cfg = compose(COMMANDS["train"], [f"model={model}", f"train.niters={steps}", "quiet=true"])

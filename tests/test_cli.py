@@ -8,7 +8,7 @@ import pytest
 from conftest import FAST, read_metrics, run_dirs
 from PIL import Image
 
-from odecli.configs_index import config_dir, options
+from odecli.cli.configs_index import config_dir, options
 
 SYSTEMS = [n for n, _ in options(config_dir(), "system")]
 METRIC_KEYS = {

@@ -6,10 +6,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from odecli import train
-from odecli.configs_index import config_dir, options
+from odecli.cli.configs_index import config_dir, options
+from odecli.dynamics import experiment as train
 from odecli.errors import ConfigError
-from odecli.solve import ADAPTIVE, METHODS
+from odecli.numerics.solve import ADAPTIVE, METHODS
 
 ROOT = config_dir()
 
@@ -81,7 +81,7 @@ def test_every_device_composes(name):
 
 
 def test_depth_and_width_keys_shape_the_network():
-    from odecli import models
+    from odecli.dynamics import models
 
     cfg = make("model.depth=3", "model.width=16", "model.activation=relu")
     field = models.build(cfg.model, 2)

@@ -15,8 +15,10 @@ import torch
 from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg, needs_record
 from test_training import make
 
-from odecli import device, latent, train
-from odecli.configs_index import config_dir
+from odecli.cli.configs_index import config_dir
+from odecli.dynamics import experiment as train
+from odecli.latent import experiments as latent
+from odecli.numerics import device
 
 SYSTEMS = sorted(p.stem for p in (config_dir() / "system").glob("*.yaml"))
 SHORT = ["train.niters=6", "train.test_freq=3", "plots.enabled=false", "device.dtype=float64"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odecli import ecg
 from odecli.errors import OdecliError
+from odecli.latent import ecg_data as ecg
 
 ECG_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ecg"
 needs_record = pytest.mark.skipif(not (ECG_DIR / "mitdb" / "100.hea").is_file(),

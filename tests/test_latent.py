@@ -10,8 +10,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from odecli import latent, runs
+from odecli.engine import rundir as runs
 from odecli.errors import ConfigError, OdecliError, RunFailed
+from odecli.latent import experiments as latent
 
 REPO = Path(__file__).resolve().parent.parent
 ECG_DIR = REPO.parent / "shared" / "data" / "ecg"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import read_metrics, run_dirs
 
-from odecli import runs
+from odecli.engine import rundir as runs
 
 QUICK = ["train.test_freq=2", "gradient=direct", "quiet=true", "plots.enabled=false",
          "system.data_size=60"]
@@ -54,8 +54,8 @@ def test_resume_after_a_checkpoint_is_bit_identical(cli, outputs):
 def test_checkpoint_every_writes_intermediate_checkpoints(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from odecli.hydra_bridge import COMMANDS, compose
-    from odecli.train import Trainer
+    from odecli.cli.bridge import COMMANDS, compose
+    from odecli.dynamics.experiment import Trainer
 
     cfg = compose(COMMANDS["train"], [*QUICK, "train.niters=6", "train.checkpoint_every=2"])
     OmegaConf.set_struct(cfg, False)

@@ -8,7 +8,7 @@ import scipy.linalg
 import torch
 from torchdiffeq import odeint
 
-from odecli import systems
+from odecli.dynamics import systems
 from odecli.errors import ConfigError
 
 

@@ -9,8 +9,10 @@ import torch
 from conftest import FAST, read_metrics, run_dirs
 from hydra import compose, initialize_config_dir
 
-from odecli import data, solve, systems, train
-from odecli.configs_index import config_dir
+from odecli.cli.configs_index import config_dir
+from odecli.dynamics import data, systems
+from odecli.dynamics import experiment as train
+from odecli.numerics import solve
 
 
 def make(*overrides: str):
@@ -124,7 +126,7 @@ def test_arclength_sampling_weights_windows_by_distance_travelled():
 
 
 def test_output_scale_choices_set_the_field_speed_scale():
-    from odecli import models
+    from odecli.dynamics import models
 
     t = torch.linspace(0, 1, 5)
     y = torch.stack([torch.tensor([0.0, 0.1, 0.2, 0.3, 1.3]), torch.zeros(5)], dim=-1)

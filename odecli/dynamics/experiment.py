@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import data as data_mod
-from . import device as device_mod
-from . import models, runs, solve, systems
-from .errors import CheckpointError, ConfigError, Interrupted, OdecliError, SolverError
+from odecli.dynamics import data as data_mod
+from odecli.dynamics import models, systems
+from odecli.engine import rundir as runs
+from odecli.errors import CheckpointError, ConfigError, Interrupted, OdecliError, SolverError
+from odecli.numerics import device as device_mod
+from odecli.numerics import solve
 
 log = logging.getLogger("odecli.train")
 
@@ -402,7 +404,7 @@ class Trainer:
         sch._last_lr = [lr for _ in self.optimizer.param_groups]
 
     def figures(self) -> None:
-        from . import plots
+        from odecli.dynamics import plots
 
         d = self.run_dir
         try:

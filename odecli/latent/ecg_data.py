@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, OdecliError
+from odecli.errors import ConfigError, OdecliError
 
 ENV_DIR = "ODECLI_ECG_DIR"
 DEFAULT_CACHE = Path("~/.cache/odecli/ecg")

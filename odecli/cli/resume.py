@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, OdecliError
+from odecli.errors import CheckpointError, OdecliError
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -70,8 +70,8 @@ def check(run_dir: Path, composed: Any) -> None:
     """Refuse a resume whose config or checkpoint does not match, before anything is written."""
     from omegaconf import OmegaConf, open_dict
 
-    from . import runs
-    from .train import check_compatible, read_checkpoint
+    from odecli.dynamics.experiment import check_compatible, read_checkpoint
+    from odecli.engine import rundir as runs
 
     stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     composed = composed.copy()

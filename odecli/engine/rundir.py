@@ -124,7 +124,7 @@ def environment(device: Any = None, dtype: Any = None, threads: int | None = Non
     import torch
     import torchdiffeq
 
-    from . import __version__
+    from odecli import __version__
 
     env: dict[str, Any] = {
         "odecli": __version__,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from .configs_index import GROUPS, describe_groups
+from odecli.cli.configs_index import GROUPS, describe_groups
 
 app = typer.Typer(
     name="odecli",
@@ -36,7 +36,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _run_command(name: str, overrides: list[str] | None, multirun: bool, cfg: str | None,
                  package: str | None, resolve: bool, info: str | None) -> None:
-    from . import hydra_bridge
+    from odecli.cli import bridge as hydra_bridge
 
     if cfg is not None and cfg not in ("job", "hydra", "all"):
         _fail(f"--cfg takes job, hydra or all, got '{cfg}'")
@@ -47,7 +47,7 @@ def _run_command(name: str, overrides: list[str] | None, multirun: bool, cfg: st
 def _guarded(work: Callable[[], object]) -> None:
     """Run a command body: user errors as one line with their exit code, Ctrl-C as 130,
     SIGTERM during training as 143 (the run says how to resume), bugs as one line."""
-    from .errors import Interrupted, OdecliError
+    from odecli.errors import Interrupted, OdecliError
 
     try:
         work()
@@ -126,7 +126,7 @@ def report_cmd(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the figures."),
 ) -> None:
     def work() -> None:
-        from . import report
+        from odecli.cli import report
 
         text, files = report.report(list(paths), sort=sort, descending=descending, out=out,
                                     plots=plots)
@@ -152,7 +152,7 @@ def eval_cmd(
     out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/."),
 ) -> None:
     def work() -> None:
-        from .evaluate import evaluate_run
+        from odecli.cli.evaluate import evaluate_run
 
         result, out_dir = evaluate_run(run, list(overrides or []), out)
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("error_rel", "extrap_error_rel",
@@ -168,7 +168,7 @@ def list_configs(
     group: str = typer.Argument(None, help="Show only this group (system, model, ...)."),
 ) -> None:
     """List every config group with its options and what each one is."""
-    from .configs_index import config_dir
+    from odecli.cli.configs_index import config_dir
 
     try:
         text = describe_groups(config_dir(), group)

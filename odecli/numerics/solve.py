@@ -17,8 +17,8 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 
-from . import aca
-from .errors import ConfigError, SolverError
+from odecli.errors import ConfigError, SolverError
+from odecli.numerics import aca
 
 METHODS: tuple[str, ...] = tuple(SOLVERS)
 FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs_index import config_dir
-from .errors import Interrupted, OdecliError
+from odecli.cli.configs_index import config_dir
+from odecli.errors import Interrupted, OdecliError
 
 log = logging.getLogger("odecli")
 
@@ -38,12 +38,13 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train", "train", "odecli.train:run", "odecli.train:validate",
+    "train": Command("train", "train", "odecli.dynamics.experiment:run",
+                     "odecli.dynamics.experiment:validate",
                      "_${hydra.runtime.choices.system}", "system"),
-    "spiral-vae": Command("spiral-vae", "spiral_vae", "odecli.latent:run_spiral_vae",
-                          "odecli.latent:validate_spiral_vae"),
-    "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent:run_ecg_vae",
-                       "odecli.latent:validate_ecg_vae"),
+    "spiral-vae": Command("spiral-vae", "spiral_vae", "odecli.latent.experiments:run_spiral_vae",
+                          "odecli.latent.experiments:validate_spiral_vae"),
+    "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent.experiments:run_ecg_vae",
+                       "odecli.latent.experiments:validate_ecg_vae"),
 }
 
 
@@ -88,7 +89,7 @@ def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
         "hydra.sweep.subdir": "${hydra.job.num}",
         "hydra.job.chdir": "false",
         "hydra.job.name": cmd.name.replace("-", "_"),
-        "+hydra.callbacks.odecli_sweep._target_": "odecli.hydra_bridge.SweepDirCallback",
+        "+hydra.callbacks.odecli_sweep._target_": "odecli.cli.bridge.SweepDirCallback",
     }
     given = {o.split("=", 1)[0].lstrip("+~") for o in user}
     return [f"{k}={v}" for k, v in wanted.items() if k.lstrip("+") not in given]
@@ -179,7 +180,7 @@ class _JobFunction:
     def __call__(self, cfg: Any) -> dict[str, Any]:
         from hydra.core.hydra_config import HydraConfig
 
-        from . import runs
+        from odecli.engine import rundir as runs
 
         cmd = COMMANDS[self.cmd_name]
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -189,7 +190,7 @@ class _JobFunction:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.CRITICAL + 1)
         _OUTCOME.run_dirs.append(run_dir)
-        from . import device as device_mod
+        from odecli.numerics import device as device_mod
 
         try:
             with device_mod.thread_cap(thread_share(HydraConfig.get().launcher)):
@@ -254,7 +255,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     from hydra import version as hydra_version
     from hydra._internal.utils import _run_hydra, get_args_parser
 
-    from . import resume as resume_mod
+    from odecli.cli import resume as resume_mod
 
     cmd = COMMANDS[cmd_name]
     if multirun and (cfg or info):
@@ -435,7 +436,7 @@ def unknown_key_message(cmd: Command, key: str) -> str:
 
 def sweep_failures(sweep_dir: Path) -> list[tuple[str, str]]:
     """Jobs of a sweep whose metrics.json is missing or not 'ok'."""
-    from . import runs
+    from odecli.engine import rundir as runs
 
     failures = []
     for job in sorted((p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()),

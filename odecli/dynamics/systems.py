@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from .errors import ConfigError
+from odecli.errors import ConfigError
 
 SPIRAL_A = [[-0.1, 2.0], [-2.0, -0.1]]
 NONLINEAR_A2 = [[-0.1, -0.5], [0.5, -0.1]]

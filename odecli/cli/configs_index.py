@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import OdecliError
+from odecli.errors import OdecliError
 
 # Config groups each primary config composes (shown in --help).
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -27,7 +27,7 @@ def config_dir() -> Path:
         for location in spec.submodule_search_locations:
             if (Path(location) / "train.yaml").exists():
                 return Path(location)
-    here = Path(__file__).resolve().parent.parent / "configs"
+    here = Path(__file__).resolve().parents[2] / "configs"
     if (here / "train.yaml").exists():
         return here
     raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import device as device_mod
-from . import runs
-from .errors import ConfigError, RunFailed, SolverError
-from .solve import CountingField, SolverSpec, check_finite, solve
+from odecli.engine import rundir as runs
+from odecli.errors import ConfigError, RunFailed, SolverError
+from odecli.numerics import device as device_mod
+from odecli.numerics.solve import CountingField, SolverSpec, check_finite, solve
 
 ENCODERS = ("rnn", "gru", "odernn")
 ECG_TASKS = ("reconstruction", "gap", "right", "left")
@@ -621,7 +621,7 @@ def run_spiral_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
             "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
             **trainer.summary()}
         if _plots_enabled(cfg):
-            from . import vae_plots
+            from odecli.latent import plots as vae_plots
 
             rows = data.test[: int(cfg.plots.get("n_examples", 4))]
             vae_plots.spiral_figure(run_dir / "spiral_vae.png", data.t, data.truth[rows],
@@ -741,7 +741,7 @@ def run_ecg_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
     subset, a beat with a gap, or its first or last part, and the likelihood scores the whole
     clean beat, so predicting unobserved stretches is what it learns.
     """
-    from . import ecg
+    from odecli.latent import ecg_data as ecg
 
     run_dir = Path(run_dir)
 
@@ -831,7 +831,7 @@ def run_ecg_vae(cfg: Any, run_dir: Path) -> dict[str, Any]:
             **trainer.summary(),
         }
         if _plots_enabled(cfg):
-            from . import vae_plots
+            from odecli.latent import plots as vae_plots
 
             show = int(cfg.plots.get("n_examples", 3))
             lo, hi = beats.scale
@@ -883,7 +883,7 @@ def validate_ecg_vae(cfg: Any) -> None:
     The record is located (downloaded into the cache if need be) and cut into beats here, so a
     missing or corrupt record, a wrong lead or a record without beats fails up front.
     """
-    from . import ecg
+    from odecli.latent import ecg_data as ecg
 
     _validate_common(cfg)
     tasks = cfg.get("tasks") or {}
@@ -916,7 +916,7 @@ def _plots_enabled(cfg: Any) -> bool:
 def _loss_plot(cfg: Any, run_dir: Path, rows: list[dict[str, Any]],
                notice: str | None = None) -> None:
     if rows and _plots_enabled(cfg):
-        from . import vae_plots
+        from odecli.latent import plots as vae_plots
 
         vae_plots.loss_figure(run_dir / "loss.png", rows, notice)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runs
-from .errors import OdecliError
+from odecli.engine import rundir as runs
+from odecli.errors import OdecliError
 
 # Metric columns, in table order; only those some run has are shown.
 METRICS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",

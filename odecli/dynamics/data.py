@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from odecli.errors import ConfigError
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from odecli.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEVICES = ("cpu", "cuda", "auto")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import OdecliError, RunFailed
+from odecli.errors import OdecliError, RunFailed
 
 # What an evaluation may change: how the trained field is integrated and where, not the field.
 EVAL_KEYS = ("solver", "gradient", "system.extrapolate", "device", "plots", "resume", "quiet",
@@ -24,8 +24,9 @@ EVAL_JSON = "eval.json"
 def evaluate_run(path: str, overrides: list[str], out: str | None = None
                  ) -> tuple[dict[str, Any], Path]:
     """Reload the run's checkpoint, evaluate it, write eval.json and figures."""
-    from . import hydra_bridge, runs
-    from . import resume as resume_mod
+    from odecli.cli import bridge as hydra_bridge
+    from odecli.cli import resume as resume_mod
+    from odecli.engine import rundir as runs
 
     run_dir = resume_mod.run_folder(path)
     for o in overrides:
@@ -42,8 +43,8 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
 
     with open_dict(cfg):
         cfg.pop("hydra", None)
-    from . import device as device_mod
-    from .train import Trainer
+    from odecli.dynamics.experiment import Trainer
+    from odecli.numerics import device as device_mod
 
     device_mod.quiet_warnings()
     out_dir = Path(out).expanduser().resolve() if out else hydra_bridge.claim_dir(
@@ -62,7 +63,7 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
             _remove_empty(out_dir)
         raise
     t0 = time.perf_counter()
-    from .errors import SolverError
+    from odecli.errors import SolverError
 
     try:
         ev = trainer.evaluate()

@@ -1,0 +1,1 @@
+"""Experiment family: learn the vector field of a known dynamical system (`odecli train`)."""

@@ -1,0 +1,1 @@
+"""The training engine every command runs on: loop, checkpoints, run folder."""

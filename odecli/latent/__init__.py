@@ -1,0 +1,1 @@
+"""Experiment family: latent-ODE VAEs on spirals and ECG heartbeats."""

@@ -1,0 +1,1 @@
+"""Numerics shared by every experiment: solving, the checkpointed gradient, devices."""
