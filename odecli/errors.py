@@ -48,3 +48,10 @@ class Interrupted(OdecliError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, shortened: user errors must never print a traceback
+    or a wall of text (library messages often span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from odecli.dynamics import data as data_mod
 from odecli.dynamics import models, systems
 from odecli.engine import rundir as runs
-from odecli.errors import CheckpointError, ConfigError, Interrupted, OdecliError, SolverError
+from odecli.errors import (
+    CheckpointError,
+    ConfigError,
+    Interrupted,
+    OdecliError,
+    SolverError,
+    one_line,
+)
 from odecli.numerics import device as device_mod
 from odecli.numerics import solve
 
@@ -363,7 +370,7 @@ class Trainer:
             self.field.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {path} does not fit this model: "
-                                  f"{one_line_text(exc)}") from None
+                                  f"{one_line(exc)}") from None
         if not restore_training:
             self.iteration = int(state["iteration"])
             self.history.rows = [dict(r) for r in state.get("history", [])]
@@ -378,7 +385,7 @@ class Trainer:
             self.gen.set_state(state["data_rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path} cannot be restored: "
-                                  f"{one_line_text(exc)}") from None
+                                  f"{one_line(exc)}") from None
         c = state["counters"]
         self.iteration = int(state["iteration"])
         self.nfe_forward, self.nfe_backward = int(c["nfe_forward"]), int(c["nfe_backward"])
@@ -483,7 +490,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: "
-                              f"{one_line_text(exc)}") from None
+                              f"{one_line(exc)}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {path} is not an odecli train checkpoint")
     if state.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
@@ -521,11 +528,6 @@ def check_compatible(stored: Mapping[str, Any], given: Mapping[str, Any], what: 
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
         raise CheckpointError(f"{what} comes from an incompatible config: {diffs[0]}{more}; "
                               f"only {', '.join(k for k in allowed if k != 'resume')} may change")
-
-
-def one_line_text(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 200 else text[:197] + "..."
 
 
 class RunFailedWithMetrics(OdecliError):

@@ -8,10 +8,8 @@ cause (missing or corrupt files, a lead that does not exist, no beats, no networ
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -21,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from odecli.errors import ConfigError, OdecliError
+from odecli.engine.rundir import atomic_write_bytes
+from odecli.errors import ConfigError, OdecliError, one_line
 
 ENV_DIR = "ODECLI_ECG_DIR"
 DEFAULT_CACHE = Path("~/.cache/odecli/ecg")
@@ -137,7 +136,7 @@ def _cached_or_download(data: Mapping[str, Any], record: str, db: str) -> Path:
             raise OdecliError(
                 f"downloaded {name} does not match its published SHA-256 (got {digest[:12]}..., "
                 f"expected {known[name][:12]}...); not using it")
-        _write_atomic(cache / name, payload)
+        atomic_write_bytes(cache / name, payload)
     return cache / record
 
 
@@ -149,18 +148,6 @@ def _fetch(url: str, timeout: float) -> bytes:
 def _is_not_found(exc: BaseException) -> bool:
     return (isinstance(exc, urllib.error.HTTPError) and exc.code == 404) or isinstance(
         exc, FileNotFoundError) or "No such file" in str(getattr(exc, "reason", ""))
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _sha256(path: Path) -> str:
@@ -194,7 +181,7 @@ def read_signal(base: Path, lead: int | str = 0, annotation: str | None = "atr")
     except Exception as exc:  # wfdb raises many kinds on malformed files
         raise OdecliError(
             f"cannot read record '{base.name}' in {base.parent}: the header or signal file is "
-            f"corrupt ({type(exc).__name__}: {_short(exc)})") from None
+            f"corrupt ({type(exc).__name__}: {one_line(exc, 160)})") from None
     names = list(record.sig_name or [])
     signal = record.p_signal
     if signal is None or signal.ndim != 2 or signal.shape[0] == 0 or not names:
@@ -217,7 +204,7 @@ def read_signal(base: Path, lead: int | str = 0, annotation: str | None = "atr")
             except Exception as exc:
                 raise OdecliError(
                     f"cannot read annotation file {ann_path.name}: the file is corrupt "
-                    f"({type(exc).__name__}: {_short(exc)})") from None
+                    f"({type(exc).__name__}: {one_line(exc, 160)})") from None
             samples = np.asarray(ann.sample, dtype=np.int64)
             symbols = np.asarray(ann.symbol)
     return Signal(name=base.name, lead=names[index], fs=float(record.fs), values=values,
@@ -236,11 +223,6 @@ def _lead_index(names: list[str], lead: int | str, record: str) -> int:
             f"lead {index} does not exist in record '{record}'; it has {len(names)} "
             f"lead(s): " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
     return index
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:160] or "no detail"
 
 
 # ---------------------------------------------------------------------------- beats
@@ -271,7 +253,8 @@ def detect_peaks(values: np.ndarray, fs: float) -> np.ndarray:
     try:
         found = processing.xqrs_detect(sig=x, fs=rate, verbose=False)
     except Exception as exc:  # XQRS fails on flat or very short signals
-        raise OdecliError(f"the QRS detector failed on this record ({_short(exc)})") from None
+        raise OdecliError(
+            f"the QRS detector failed on this record ({one_line(exc, 160)})") from None
     finally:
         logging.getLogger().setLevel(level)
     if len(found) == 0:
