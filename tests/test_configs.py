@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from odecli.cli.configs_index import config_dir, options
-from odecli.dynamics import experiment as train
+from odecli.dynamics.experiment import DynamicsExperiment
 from odecli.errors import ConfigError
 from odecli.numerics.solve import ADAPTIVE, METHODS
 
@@ -26,14 +26,14 @@ def test_defaults_compose_to_the_documented_run():
     assert cfg.solver.method == "dopri5"
     assert cfg.gradient.name == "checkpoint"
     assert cfg.device.name == "cpu" and cfg.device.threads == 1
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 @pytest.mark.parametrize("name", [n for n, _ in options(ROOT, "system")])
 def test_every_system_composes_and_validates(name):
     cfg = make(f"system={name}")
     assert cfg.system.name == name
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 def test_mlp_system_defaults_to_a_deep_time_dependent_field():
@@ -48,7 +48,7 @@ def test_mlp_system_defaults_to_a_deep_time_dependent_field():
 @pytest.mark.parametrize("name", ["small", "deep"])
 def test_every_model_composes(name):
     cfg = make(f"model={name}")
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -59,14 +59,14 @@ def test_every_torchdiffeq_method_has_a_solver_option(method):
         assert cfg.solver.rtol > 0 and cfg.solver.atol > 0
     else:
         assert cfg.solver.step_size > 0
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 @pytest.mark.parametrize("name", ["checkpoint", "adjoint", "direct"])
 def test_every_gradient_mode_composes(name):
     cfg = make(f"gradient={name}")
     assert cfg.gradient.name == name
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 @pytest.mark.parametrize("name", ["cpu", "auto", "cuda"])
@@ -75,9 +75,9 @@ def test_every_device_composes(name):
     assert cfg.device.name == name
     if name == "cuda" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device=auto"):
-            train.validate(cfg)
+            DynamicsExperiment.validate(cfg)
     else:
-        train.validate(cfg)
+        DynamicsExperiment.validate(cfg)
 
 
 def test_depth_and_width_keys_shape_the_network():
@@ -102,7 +102,7 @@ def test_seed_notebook_preset_is_the_seed_protocol():
     assert cfg.solver.method == "dopri5" and cfg.gradient.name == "adjoint"
     assert cfg.model.width == 50 and cfg.model.normalize is False and cfg.model.init == "seed"
     assert cfg.plots.gif is True
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 def test_ode_demo_preset_is_torchdiffeqs_protocol():
@@ -115,7 +115,7 @@ def test_ode_demo_preset_is_torchdiffeqs_protocol():
     assert (t.optimizer, t.lr, t.loss, t.sampling) == ("rmsprop", 1e-3, "l1", "uniform")
     assert (cfg.solver.rtol, cfg.solver.atol) == (1e-7, 1e-9)
     assert cfg.model.input_power == 3 and cfg.gradient.name == "direct"
-    train.validate(cfg)
+    DynamicsExperiment.validate(cfg)
 
 
 def test_ode_fast_preset_keeps_ode_demos_problem_and_changes_only_how_it_trains():
@@ -127,4 +127,4 @@ def test_ode_fast_preset_keeps_ode_demos_problem_and_changes_only_how_it_trains(
     assert (fast.train.niters, fast.train.batch_size, fast.train.sampling) == (
         400, 100, "arclength")
     assert (fast.solver.rtol, fast.solver.atol) == (1e-3, 1e-4)
-    train.validate(fast)
+    DynamicsExperiment.validate(fast)

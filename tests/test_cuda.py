@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg, needs_record
-from test_training import make
+from test_training import make, trainer
 
 from odecli.cli.configs_index import config_dir
-from odecli.dynamics import experiment as train
-from odecli.latent import experiments as latent
+from odecli.engine import loop
+from odecli.latent.ecg_experiment import EcgVAE
+from odecli.latent.spiral_experiment import SpiralVAE
 from odecli.numerics import device
 
 SYSTEMS = sorted(p.stem for p in (config_dir() / "system").glob("*.yaml"))
@@ -36,12 +37,12 @@ def test_every_system_is_covered():
 def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, gradient: str):
     metrics, params = {}, {}
     for dev in ("cpu", "cuda"):
-        tr = train.Trainer(make(f"system={system}", f"gradient={gradient}", f"device={dev}",
+        tr = trainer(make(f"system={system}", f"gradient={gradient}", f"device={dev}",
                                 *SHORT), tmp_path / dev)
         metrics[dev] = tr.run()
-        params[dev] = torch.cat([p.detach().flatten().cpu() for p in tr.field.parameters()])
+        params[dev] = torch.cat([p.detach().flatten().cpu() for p in tr.exp.field.parameters()])
         if dev == "cuda":
-            assert next(tr.field.parameters()).is_cuda
+            assert next(tr.exp.field.parameters()).is_cuda
     assert metrics["cuda"]["device"].startswith("cuda")
     assert torch.allclose(params["cpu"], params["cuda"], rtol=1e-6, atol=1e-9)
     for key in ("final_loss", "error_rel", "extrap_error_rel"):
@@ -55,12 +56,12 @@ def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, g
                                        "extrapolation_right_mse"), marks=needs_record),
 ])
 def test_vae_command_is_the_same_on_cuda(tmp_path: Path, name, tiny, keys):
-    runner = latent.run_spiral_vae if name == "spiral_vae" else latent.run_ecg_vae
+    experiment = SpiralVAE if name == "spiral_vae" else EcgVAE
     out = {}
     for dev in ("cpu", "cuda"):
         cfg = compose_cfg(name, tiny + [f"device={dev}", "device.dtype=float64",
                                         "plots.enabled=false"])
-        out[dev] = runner(cfg, tmp_path / dev)
+        out[dev] = loop.run(experiment, cfg, tmp_path / dev)
     for key in keys:
         assert np.isclose(out["cuda"][key], out["cpu"][key], rtol=1e-5), key
 
@@ -85,10 +86,10 @@ def test_train_and_the_vae_commands_pass_the_device_advice_on(monkeypatch, tmp_p
         return "tiny-model advice"
 
     monkeypatch.setattr(device, "gpu_advice", advice)
-    train.Trainer(make("device=auto", "train.niters=1"), tmp_path / "train")
+    trainer(make("device=auto", "train.niters=1"), tmp_path / "train")
     cfg = compose_cfg("spiral_vae", TINY_SPIRAL + ["train.niters=1", "plots.enabled=false",
                                                    "device=auto"])
-    latent.run_spiral_vae(cfg, tmp_path / "vae")
+    loop.run(SpiralVAE, cfg, tmp_path / "vae")
     assert [(c[0], c[2]) for c in calls] == [("auto", 20), ("auto", 12)]
     assert calls[0][1] == 252  # the 2-50-2 field's parameters
     assert capsys.readouterr().err.count("note: tiny-model advice") == 2

@@ -2,63 +2,130 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ECG_DIR
 
-from odecli.errors import OdecliError
+from odecli.errors import ConfigError, OdecliError
 from odecli.latent import ecg_data as ecg
 
-ECG_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ecg"
-needs_record = pytest.mark.skipif(not (ECG_DIR / "mitdb" / "100.hea").is_file(),
-                                  reason="MIT-BIH record 100 not in ../shared/data/ecg")
+# ECG_DIR/mitdb/100.*: the first five minutes of MIT-BIH record 100 (samples 0-107,999, both
+# leads, the 372 reference labels inside: 367 N, 4 A, 1 rhythm mark); see its NOTICE.md.
+EXCERPT = ECG_DIR / "mitdb" / "100"
+N_SAMPLES, N_NORMAL, N_ATRIAL = 108_000, 367, 4
 
 
 def _copy_record(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for path in (ECG_DIR / "mitdb").glob("100.*"):
+    for path in EXCERPT.parent.glob("100.*"):
         shutil.copy(path, folder / path.name)
         (folder / path.name).chmod(0o644)
     return folder
 
 
+def _renamed_record(folder: Path, name: str) -> Path:
+    """The excerpt as record `name`: files renamed, header rewritten with wfdb (name, files)."""
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    header = wfdb.rdheader(str(EXCERPT))
+    header.record_name, header.file_name = name, [f"{name}.dat"] * header.n_sig
+    header.comments = ["a record from another source"]
+    header.wrheader(write_dir=str(folder))
+    for ext in ("dat", "atr"):
+        shutil.copy(EXCERPT.with_suffix(f".{ext}"), folder / f"{name}.{ext}")
+    return folder / name
+
+
 # ---------------------------------------------------------------------------- record 100
 
-@needs_record
 def test_record_100_signal_and_beats(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ecg.ENV_DIR, raising=False)
     base = ecg.locate_record({"dir": str(ECG_DIR), "record": "100"})
-    assert base == ECG_DIR / "mitdb" / "100"
-    assert all(ecg.verify(base).values())
+    assert base == EXCERPT
     sig = ecg.read_signal(base, 0)
-    assert (sig.fs, sig.values.shape, sig.lead) == (360.0, (650000,), "MLII")
+    assert (sig.fs, sig.values.shape, sig.lead) == (360.0, (N_SAMPLES,), "MLII")
     assert ecg.read_signal(base, "V5").lead == "V5"
     beats = ecg.load_beats({"dir": str(ECG_DIR)})
-    # 2,239 normal beats; the first and last windows run off the record.
-    assert beats.source == "annotations"
-    assert beats.paths.shape == (2237, 100, 2)
+    # the first normal beat (sample 77) is closer than 0.25 s to the start: its window is dropped
+    assert beats.source == "annotations" and beats.record == "100"
+    assert beats.paths.shape == (N_NORMAL - 1, 100, 2) and beats.signal_length == N_SAMPLES
     assert beats.t[0] == pytest.approx(-0.25) and beats.t[-1] == pytest.approx(0.45)
     train = beats.paths[beats.split["train"]]
     assert train.min() == pytest.approx(-1.0) and train.max() == pytest.approx(1.0)
     # splits are ordered, disjoint blocks with a beat dropped at each border
     tr, va, te = (beats.split[k] for k in ("train", "val", "test"))
     assert tr.max() + 1 < va.min() and va.max() + 1 < te.min()
-    assert len(tr) + len(va) + len(te) == 2237 - 4
+    assert len(tr) + len(va) + len(te) == N_NORMAL - 1 - 4
     # the R-peak sits at the window's 0 s mark: x is largest near there on the mean beat
     mean = beats.raw.mean(axis=0)
     assert abs(beats.t[np.argmax(mean)]) < 0.02
 
 
-@needs_record
+def test_excerpt_is_the_start_of_the_published_record() -> None:
+    """Same ADC values, names, units and rate as record 100, but not the published files."""
+    import wfdb
+
+    header = wfdb.rdheader(str(EXCERPT))
+    assert (header.fs, header.sig_len, header.fmt) == (360, N_SAMPLES, ["212", "212"])
+    assert (header.sig_name, header.units) == (["MLII", "V5"], ["mV", "mV"])
+    assert "ODC-By 1.0" in (EXCERPT.parent / "NOTICE.md").read_text()
+    # rewritten files: reported as not matching the full record's published checksums
+    assert ecg.verify(EXCERPT) == {"100.hea": False, "100.dat": False, "100.atr": False}
+
+
 def test_beat_types_and_window_are_configurable() -> None:
     normal = ecg.load_beats({"dir": str(ECG_DIR), "beat_types": ["N"], "n_points": 50})
     more = ecg.load_beats({"dir": str(ECG_DIR), "beat_types": ["N", "A", "V"], "n_points": 50,
                            "before": 0.1, "after": 0.2})
     assert normal.paths.shape[1] == 50
-    # 2,239 N + 33 A + 1 V; with the shorter window only the last beat runs off the record
-    assert len(more.paths) == 2239 + 33 + 1 - 1
+    # no V beat in the first five minutes; with the shorter window no beat runs off the record
+    assert len(more.paths) == N_NORMAL + N_ATRIAL
+
+
+# ---------------------------------------------------------------------------- attribution
+
+def test_mitdb_excerpt_is_credited_to_mit_bih() -> None:
+    assert ecg.is_mitdb(EXCERPT)  # mitdb/100, 360 Hz, MIT-BIH leads (its checksums differ)
+    assert ecg.load_beats({"dir": str(ECG_DIR)}).citation == ecg.LICENSE_NOTICE
+
+
+def test_other_records_are_not_credited_to_mit_bih(tmp_path: Path) -> None:
+    base = _renamed_record(tmp_path / "holter", "holter7")
+    beats = ecg.load_beats({"dir": str(base.parent), "record": "holter7"})
+    assert beats.paths.shape == (N_NORMAL - 1, 100, 2)  # the same signal, read fine
+    assert "MIT-BIH" not in beats.citation and "holter7" in beats.citation
+    assert "data.citation" in beats.citation
+    # unverified files named 100 outside a mitdb/ folder, or a foreign name inside one: no credit
+    copied = _copy_record(tmp_path / "ecgs")
+    assert not ecg.is_mitdb(copied / "100")
+    assert "MIT-BIH" not in ecg.load_beats({"dir": str(copied)}).citation
+    assert not ecg.is_mitdb(_renamed_record(tmp_path / "mitdb", "holter7"))
+
+
+def test_published_checksums_identify_mit_bih_anywhere(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _copy_record(tmp_path / "ecgs")
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("100.*")}
+    monkeypatch.setitem(ecg.SHA256, ("mitdb", "1.0.0", "100"), sums)
+    assert ecg.verify(folder / "100") == dict.fromkeys(sums, True)
+    assert ecg.is_mitdb(folder / "100")
+    assert ecg.load_beats({"dir": str(folder)}).citation == ecg.LICENSE_NOTICE
+
+
+def test_citation_from_the_config_wins(tmp_path: Path) -> None:
+    text = "Data: ward 7 Holter study (Doe et al. 2024), CC BY 4.0"
+    base = _renamed_record(tmp_path, "holter7")
+    for data in ({"dir": str(tmp_path), "record": "holter7"}, {"dir": str(ECG_DIR)}):
+        assert ecg.load_beats({**data, "citation": text}).citation == text
+    assert ecg.attribution({"citation": f"  {text}\n"}, base) == text
+    for bad in ("", "  ", 7):
+        with pytest.raises(ConfigError, match="data.citation"):
+            ecg.attribution({"citation": bad}, base)
 
 
 # ---------------------------------------------------------------------------- detector path
@@ -133,33 +200,66 @@ def test_baselines() -> None:
 
 # ---------------------------------------------------------------------------- downloads
 
-def _mirror(tmp_path: Path) -> str:
-    """A file:// "PhysioNet" holding record 100 at <db>/<version>/."""
-    _copy_record(tmp_path / "mirror" / "mitdb" / "1.0.0")
+def _mirror(tmp_path: Path, db: str = "mitdb") -> str:
+    """A file:// "PhysioNet" holding the record 100 excerpt at <db>/1.0.0/."""
+    _copy_record(tmp_path / "mirror" / db / "1.0.0")
     return (tmp_path / "mirror").as_uri()
 
 
-@needs_record
+def _publish_excerpt(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Pretend PhysioNet published the excerpt's sums (the real table is for the full files)."""
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in EXCERPT.parent.glob("100.*")}
+    monkeypatch.setitem(ecg.SHA256, ("mitdb", "1.0.0", "100"), sums)
+    return sums
+
+
 def test_download_verifies_and_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    _publish_excerpt(monkeypatch)
     data = {"base_url": _mirror(tmp_path), "cache_dir": str(tmp_path / "cache")}
     base = ecg.locate_record(data)
     assert base == tmp_path / "cache" / "mitdb" / "1.0.0" / "100"
-    assert all(ecg.verify(base).values())
+    assert all(ecg.verify(base).values()) and len(ecg.verify(base)) == 3
+    assert ecg.load_beats(data).citation == ecg.LICENSE_NOTICE  # from PhysioNet's mitdb
     # second call: served from the cache, no download needed
-    assert ecg.locate_record({**data, "base_url": "http://127.0.0.1:9"}) == base
+    offline = {**data, "base_url": "http://127.0.0.1:9"}
+    assert ecg.locate_record(offline) == base
+    # a cached file that no longer matches is fetched again, not used
+    (base.parent / "100.dat").write_bytes(b"\0" * 10)
+    with pytest.raises(OdecliError, match="could not download 100.hea"):
+        ecg.locate_record(offline)
+    assert ecg.locate_record(data) == base and all(ecg.verify(base).values())
 
 
-@needs_record
 def test_download_with_wrong_checksum_is_refused(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    _publish_excerpt(monkeypatch)
     url = _mirror(tmp_path)
     dat = tmp_path / "mirror" / "mitdb" / "1.0.0" / "100.dat"
     dat.write_bytes(b"\0" + dat.read_bytes()[1:])
-    with pytest.raises(OdecliError, match="SHA-256"):
+    with pytest.raises(OdecliError, match="100.dat does not match its published SHA-256"):
         ecg.locate_record({"base_url": url, "cache_dir": str(tmp_path / "cache")})
     assert not (tmp_path / "cache" / "mitdb" / "1.0.0" / "100.dat").exists()
+
+
+def test_excerpt_is_refused_as_the_published_record(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the real table: an excerpt served as mitdb 1.0.0 record 100 is not the real one."""
+    monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    with pytest.raises(OdecliError, match="100.hea does not match its published SHA-256"):
+        ecg.locate_record({"base_url": _mirror(tmp_path), "cache_dir": str(tmp_path / "c")})
+
+
+def test_download_from_another_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No published sums known: downloaded unverified, credited to that database, not MIT-BIH."""
+    monkeypatch.delenv(ecg.ENV_DIR, raising=False)
+    data = {"base_url": _mirror(tmp_path, "otherdb"), "cache_dir": str(tmp_path / "cache"),
+            "db": "otherdb"}
+    beats = ecg.load_beats(data)
+    assert beats.record == "100" and "MIT-BIH" not in beats.citation
+    assert "otherdb" in beats.citation and "data.citation" in beats.citation
 
 
 def test_failed_download_says_how_to_point_at_a_folder(tmp_path: Path,
@@ -173,7 +273,6 @@ def test_failed_download_says_how_to_point_at_a_folder(tmp_path: Path,
         ecg.locate_record({**data, "download": False})
 
 
-@needs_record
 def test_environment_folder_is_a_fallback(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ecg.ENV_DIR, str(ECG_DIR))
@@ -192,7 +291,6 @@ def test_missing_record(tmp_path: Path) -> None:
         ecg.load_beats({"dir": str(tmp_path / "nowhere")})
 
 
-@needs_record
 def test_corrupt_header(tmp_path: Path) -> None:
     folder = _copy_record(tmp_path)
     (folder / "100.hea").write_text("this is not $ a header\n")
@@ -200,7 +298,6 @@ def test_corrupt_header(tmp_path: Path) -> None:
         ecg.load_beats({"dir": str(folder)})
 
 
-@needs_record
 def test_truncated_signal_file(tmp_path: Path) -> None:
     folder = _copy_record(tmp_path)
     dat = folder / "100.dat"
@@ -209,7 +306,6 @@ def test_truncated_signal_file(tmp_path: Path) -> None:
         ecg.load_beats({"dir": str(folder)})
 
 
-@needs_record
 def test_missing_signal_file(tmp_path: Path) -> None:
     folder = _copy_record(tmp_path)
     (folder / "100.dat").unlink()
@@ -217,14 +313,12 @@ def test_missing_signal_file(tmp_path: Path) -> None:
         ecg.load_beats({"dir": str(folder)})
 
 
-@needs_record
 @pytest.mark.parametrize("lead", [2, "V1", -1])
 def test_lead_that_does_not_exist(lead: int | str) -> None:
     with pytest.raises(OdecliError, match="MLII"):
         ecg.load_beats({"dir": str(ECG_DIR), "lead": lead})
 
 
-@needs_record
 def test_no_beats_of_the_requested_type() -> None:
     with pytest.raises(OdecliError, match="no beats of type"):
         ecg.load_beats({"dir": str(ECG_DIR), "beat_types": ["Q"]})

@@ -20,7 +20,7 @@ QUICK = ["train.test_freq=2", "gradient=direct", "quiet=true", "plots.enabled=fa
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    return torch.load(run / "checkpoint.pt", weights_only=True)["modules"]["field"]
 
 
 def same_params(a: Path, b: Path) -> bool:
@@ -55,11 +55,12 @@ def test_checkpoint_every_writes_intermediate_checkpoints(tmp_path, monkeypatch)
     from omegaconf import OmegaConf
 
     from odecli.cli.bridge import COMMANDS, compose
-    from odecli.dynamics.experiment import Trainer
+    from odecli.dynamics.experiment import DynamicsExperiment
+    from odecli.engine.loop import Engine
 
     cfg = compose(COMMANDS["train"], [*QUICK, "train.niters=6", "train.checkpoint_every=2"])
     OmegaConf.set_struct(cfg, False)
-    trainer = Trainer(cfg, tmp_path)
+    trainer = Engine(DynamicsExperiment(cfg, tmp_path), tmp_path)
     saved: list[int] = []
     real = trainer.save_checkpoint
     monkeypatch.setattr(trainer, "save_checkpoint",

@@ -11,8 +11,14 @@ from hydra import compose, initialize_config_dir
 
 from odecli.cli.configs_index import config_dir
 from odecli.dynamics import data, systems
-from odecli.dynamics import experiment as train
+from odecli.dynamics.experiment import DynamicsExperiment
+from odecli.engine.loop import Engine
 from odecli.numerics import solve
+
+
+def trainer(cfg, run_dir: Path) -> Engine:
+    """The engine around a dynamics experiment, as `odecli train` builds it."""
+    return Engine(DynamicsExperiment(cfg, run_dir), run_dir)
 
 
 def make(*overrides: str):
@@ -23,7 +29,7 @@ def make(*overrides: str):
 
 def test_short_spiral_run_cuts_the_trajectory_error_by_a_large_factor(tmp_path):
     cfg = make("system=spiral", "gradient=direct", "train.niters=150", "train.test_freq=150")
-    metrics = train.Trainer(cfg, tmp_path).run()
+    metrics = trainer(cfg, tmp_path).run()
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     first, last = float(rows[0]["error_rel"]), float(rows[-1]["error_rel"])
     assert metrics["status"] == "ok"
@@ -35,12 +41,13 @@ def test_short_spiral_run_cuts_the_trajectory_error_by_a_large_factor(tmp_path):
 def test_adjoint_and_direct_gradients_agree():
     grads = {}
     for mode in ("adjoint", "direct"):
-        tr = train.Trainer(make("system=spiral", f"gradient={mode}", "solver.rtol=1e-7",
+        tr = trainer(make("system=spiral", f"gradient={mode}", "solver.rtol=1e-7",
                                 "solver.atol=1e-9", "device.dtype=float64"), Path("."))
-        batch = data.sample(tr.obs, 8, 10, torch.Generator().manual_seed(0))
-        pred = solve.solve(tr.func, batch.y0, batch.t, tr.spec)
-        tr.loss_fn(pred, batch.target).backward()
-        grads[mode] = torch.cat([p.grad.flatten() for p in tr.field.parameters()])
+        exp = tr.exp
+        batch = data.sample(exp.obs, 8, 10, torch.Generator().manual_seed(0))
+        pred = solve.solve(exp.counter, batch.y0, batch.t, exp.spec)
+        (pred - batch.target).abs().mean().backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in exp.field.parameters()])
     assert torch.allclose(grads["adjoint"], grads["direct"], rtol=1e-4, atol=1e-7)
 
 
@@ -65,34 +72,34 @@ def test_irregular_windows_match_the_truth_when_solved_with_the_true_field():
 
 
 def test_irregular_observations_change_what_is_trained(tmp_path):
-    full = train.Trainer(make("gradient=direct", "train.niters=5"), tmp_path / "a")
-    sparse = train.Trainer(make("gradient=direct", "train.niters=5",
+    full = trainer(make("gradient=direct", "train.niters=5"), tmp_path / "a")
+    sparse = trainer(make("gradient=direct", "train.niters=5",
                                 "data.observe_fraction=0.3"), tmp_path / "b")
-    assert len(sparse.obs.t) == 75 and len(full.obs.t) == 250
+    assert len(sparse.exp.obs.t) == 75 and len(full.exp.obs.t) == 250
     for tr in (full, sparse):
         (tr.run_dir).mkdir()
         tr.run()
-    a = torch.cat([p.flatten() for p in full.field.parameters()])
-    b = torch.cat([p.flatten() for p in sparse.field.parameters()])
+    a = torch.cat([p.flatten() for p in full.exp.field.parameters()])
+    b = torch.cat([p.flatten() for p in sparse.exp.field.parameters()])
     assert not torch.allclose(a, b)
 
 
 def test_noise_is_added_to_training_observations_only(tmp_path):
-    tr = train.Trainer(make("data.noise_std=0.1"), tmp_path)
-    resid = tr.obs.y - tr.truth[: tr.n_train]
+    tr = trainer(make("data.noise_std=0.1"), tmp_path)
+    resid = tr.exp.obs.y - tr.exp.truth[: tr.exp.n_train]
     assert 0.07 < float(resid.std()) < 0.13
 
 
 def test_augmentation_adds_state_dimensions_that_are_trained(tmp_path):
-    tr = train.Trainer(make("gradient=direct", "train.niters=5", "model.augment_dim=3"),
+    tr = trainer(make("gradient=direct", "train.niters=5", "model.augment_dim=3"),
                        tmp_path)
-    first = tr.field.net[0]
-    assert first.in_features == 5 and tr.field.net[-1].out_features == 5
+    first = tr.exp.field.net[0]
+    assert first.in_features == 5 and tr.exp.field.net[-1].out_features == 5
     before = first.weight[:, 2:].detach().clone()
     tr.run()
     # The extra inputs' weights received gradient: the augmented state is really used.
     assert not torch.allclose(first.weight[:, 2:], before)
-    pred, _ = tr.predict()
+    pred, _ = tr.exp.predict()
     assert pred.shape[-1] == 2    # dropped for the loss and the plots
 
 

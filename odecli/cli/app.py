@@ -101,10 +101,12 @@ _hydra_command("train", (
 _hydra_command("spiral-vae", (
     "Latent-ODE VAE on noisy, irregularly sampled 2-D spirals.\n\n"
     "Example: odecli spiral-vae train.niters=2000 model.encoder=odernn\n\n"
+    "Continue a stopped run: odecli spiral-vae resume=RUN_FOLDER\n\n"
     + _groups_help("spiral_vae")))
 _hydra_command("ecg-vae", (
     "Latent-ODE VAE on real ECG heartbeats (MIT-BIH via wfdb).\n\n"
     "Example: odecli ecg-vae data.dir=path/to/mitdb data.record=100\n\n"
+    "Continue a stopped run: odecli ecg-vae resume=RUN_FOLDER\n\n"
     "Without data.dir (or $ODECLI_ECG_DIR) the record is downloaded from PhysioNet.\n\n"
     + _groups_help("ecg_vae")))
 
@@ -137,8 +139,10 @@ def report_cmd(
 
 
 @app.command("eval", context_settings=_HYDRA_ARGS, help=(
-    "Re-evaluate a trained run from its checkpoint, without retraining.\n\n"
-    "Optionally with another solver or tolerance, or a longer extrapolation window. "
+    "Re-evaluate a trained run (train, spiral-vae, ecg-vae) from its checkpoint, without "
+    "retraining.\n\n"
+    "Optionally with another solver or tolerance, device, or (train) a longer extrapolation "
+    "window; VAE runs are scored with their best state on the held-out test set. "
     "Results (eval.json) "
     "and redrawn figures go to RUN/eval/<date>/<time>/.\n\n"
     "Examples:\n\n"
@@ -152,12 +156,13 @@ def eval_cmd(
     out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/."),
 ) -> None:
     def work() -> None:
+        from odecli.cli.bridge import SUMMARY_KEYS
         from odecli.cli.evaluate import evaluate_run
 
         result, out_dir = evaluate_run(run, list(overrides or []), out)
-        summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("error_rel", "extrap_error_rel",
-                                                             "nfe_eval")
-                            if isinstance(result.get(k), (int, float)))
+        summary = ", ".join(f"{k} {result[k]:.4g}" for k in (*SUMMARY_KEYS, "nfe_eval")
+                            if k not in ("seconds_per_iter", "wall_seconds")
+                            and isinstance(result.get(k), (int, float)))
         typer.echo(f"eval: {result['status']}  {summary}\n  results: {out_dir}")
 
     _guarded(work)

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odecli.cli import overrides as ov
 from odecli.cli.configs_index import config_dir
+from odecli.cli.sweeps import (
+    MultirunFailed,
+    _SweepRecorder,
+    claim_dir,
+    sweep_failures,
+    sweep_jobs,
+    thread_share,
+)
 from odecli.errors import Interrupted, OdecliError
 
 log = logging.getLogger("odecli")
@@ -31,20 +40,17 @@ class Command:
 
     name: str
     config_name: str
-    runner: str       # "module:function" taking (cfg, run_dir) -> metrics dict
-    validator: str    # "module:function" taking (cfg) and raising OdecliError on bad input
+    experiment: str   # "module:Class", an odecli.engine.experiment.Experiment subclass
     tag: str = ""     # appended to the run folder name, may use ${hydra.runtime.choices.X}
     tag_group: str = ""  # the config group whose choice names single-run folders
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train", "train", "odecli.dynamics.experiment:run",
-                     "odecli.dynamics.experiment:validate",
+    "train": Command("train", "train", "odecli.dynamics.experiment:DynamicsExperiment",
                      "_${hydra.runtime.choices.system}", "system"),
-    "spiral-vae": Command("spiral-vae", "spiral_vae", "odecli.latent.experiments:run_spiral_vae",
-                          "odecli.latent.experiments:validate_spiral_vae"),
-    "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent.experiments:run_ecg_vae",
-                       "odecli.latent.experiments:validate_ecg_vae"),
+    "spiral-vae": Command("spiral-vae", "spiral_vae",
+                          "odecli.latent.spiral_experiment:SpiralVAE"),
+    "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent.ecg_experiment:EcgVAE"),
 }
 
 
@@ -75,7 +81,7 @@ def _register_resolvers() -> None:
 _register_resolvers()
 
 
-def _load(path: str) -> Callable[..., Any]:
+def load(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -89,9 +95,9 @@ def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
         "hydra.sweep.subdir": "${hydra.job.num}",
         "hydra.job.chdir": "false",
         "hydra.job.name": cmd.name.replace("-", "_"),
-        "+hydra.callbacks.odecli_sweep._target_": "odecli.cli.bridge.SweepDirCallback",
+        "+hydra.callbacks.odecli_sweep._target_": "odecli.cli.sweeps.SweepDirCallback",
     }
-    given = {o.split("=", 1)[0].lstrip("+~") for o in user}
+    given = ov.keys(user)
     return [f"{k}={v}" for k, v in wanted.items() if k.lstrip("+") not in given]
 
 
@@ -106,7 +112,7 @@ def check_writable(overrides: list[str], multirun: bool) -> None:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     root = outputs_root()
     for o in overrides:
-        if o.split("=", 1)[0].lstrip("+") == key:
+        if ov.key(o) == key:
             root = static_prefix(o.split("=", 1)[1])
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -194,7 +200,9 @@ class _JobFunction:
 
         try:
             with device_mod.thread_cap(thread_share(HydraConfig.get().launcher)):
-                metrics = _load(cmd.runner)(cfg, run_dir)
+                from odecli.engine import loop
+
+                metrics = loop.run(load(cmd.experiment), cfg, run_dir)
         except Interrupted as exc:
             # Past Hydra's per-job `except Exception`: Ctrl-C stops the whole sweep.
             raise _Stop(exc) from None
@@ -220,21 +228,6 @@ class _Stop(BaseException):
     def __init__(self, exc: Interrupted) -> None:
         super().__init__(exc)
         self.exc = exc
-
-
-def thread_share(launcher: Any) -> int | None:
-    """CPU threads one job may use: cores // parallel jobs under joblib (jobs must not fight
-    over cores), the allocation under submitit, no cap for the sequential basic launcher."""
-    target = str(launcher.get("_target_", "")).lower() if launcher is not None else ""
-    cpus = os.cpu_count() or 1
-    if "joblib" in target:
-        n = launcher.get("n_jobs", -1)
-        n = cpus if n is None else (max(1, cpus + 1 + n) if n < 0 else max(1, n))
-        return max(1, cpus // min(n, cpus))
-    if "submitit" in target:
-        per_task = launcher.get("cpus_per_task")
-        return int(per_task) if isinstance(per_task, int) and per_task > 0 else None
-    return None
 
 
 SUMMARY_KEYS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
@@ -264,13 +257,11 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     hydra_version.setbase("1.3")
     args = list(overrides)
     showing = bool(cfg or info)
-    given = {o.split("=", 1)[0].lstrip("+~") for o in args}
+    given = ov.keys(args)
     resume_dir = resume_mod.target(args)
     claimed: Path | None = None
     extra: list[str] = []
     if resume_dir is not None:
-        if cmd_name != "train":
-            raise OdecliError("resume= is supported by odecli train only")
         if multirun:
             raise OdecliError("resume= continues one run and cannot be combined with -m")
         run_dir = resume_mod.run_folder(resume_dir)
@@ -290,16 +281,16 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         if resume_dir is not None:
             resume_mod.check(run_dir, composed)
             resume_mod.backup_hydra_files(run_dir)
-            extra.append(f"hydra.run.dir={resume_mod.quote(str(run_dir))}")
+            extra.append(f"hydra.run.dir={ov.quote(str(run_dir))}")
         elif multirun and "hydra.sweep.dir" not in given:
             claimed = claim_dir(outputs_root() / "multirun", "")
-            extra.append(f"hydra.sweep.dir={resume_mod.quote(str(claimed))}")
+            extra.append(f"hydra.sweep.dir={ov.quote(str(claimed))}")
         elif not multirun and "hydra.run.dir" not in given:
             tag = ""
             if cmd.tag_group and composed is not None:
                 tag = "_" + str(composed.hydra.runtime.choices.get(cmd.tag_group))
             claimed = claim_dir(outputs_root() / cmd.name, tag)
-            extra.append(f"hydra.run.dir={resume_mod.quote(str(claimed))}")
+            extra.append(f"hydra.run.dir={ov.quote(str(claimed))}")
     argv = args + extra + default_hydra_overrides(cmd, args + extra)
     if multirun:
         argv.insert(0, "--multirun")
@@ -327,7 +318,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             except OdecliError:
                 raise
             except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
-                raise OdecliError(one_line(exc)) from exc
+                raise OdecliError(ov.hydra_message(exc)) from exc
     except BaseException:
         if claimed is not None:  # nothing ran in it: do not leave an empty folder behind
             with contextlib.suppress(OSError):
@@ -344,53 +335,6 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     return outcome
 
 
-def claim_dir(parent: Path, tag: str) -> Path:
-    """<parent>/<date>/<time with microseconds><tag>, created with an exclusive mkdir: two
-    processes started in the same microsecond still get two folders."""
-    from datetime import datetime
-
-    while True:
-        now = datetime.now()
-        path = parent / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + tag)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OdecliError(f"cannot create the run folder {path}: "
-                              f"{exc.strerror or exc}") from exc
-        return path
-
-
-def sweep_jobs(overrides: list[str]) -> list[list[str]]:
-    """Expand a sweep the way Hydra's basic sweeper does (cartesian product of a,b,c lists),
-    so every job's config can be checked before any job runs."""
-    import itertools
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:
-        raise OdecliError(one_line(exc)) from exc
-    axes = []
-    for o in parsed:
-        if o.is_sweep_override():
-            key = o.get_key_element()
-            try:
-                axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-            except Exception as exc:
-                raise OdecliError(one_line(exc)) from exc
-        else:
-            axes.append([o.input_line])
-    return [list(job) for job in itertools.product(*axes)]
-
-
-class MultirunFailed(OdecliError):
-    exit_code = 1
-
-
 def validate(cmd: Command, overrides: list[str]) -> Any:
     """Compose and check one job's config before Hydra creates its folder; returns the
     composed config (with its `hydra` node, which the validator does not see)."""
@@ -404,11 +348,11 @@ def validate(cmd: Command, overrides: list[str]) -> Any:
         unknown = re.match(r"Could not override '([^']+)'", str(exc))
         if unknown:
             raise OdecliError(unknown_key_message(cmd, unknown.group(1))) from exc
-        raise OdecliError(one_line(exc)) from exc
+        raise OdecliError(ov.hydra_message(exc)) from exc
     job = composed.copy()
     with open_dict(job):
         job.pop("hydra", None)
-    _load(cmd.validator)(job)
+    load(cmd.experiment).validate(job)
     return composed
 
 
@@ -432,70 +376,3 @@ def unknown_key_message(cmd: Command, key: str) -> str:
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     return (f"unknown config key '{key}'{hint}; see `odecli {cmd.name} --cfg job`, or add a "
             f"new key with +{key}=VALUE")
-
-
-def sweep_failures(sweep_dir: Path) -> list[tuple[str, str]]:
-    """Jobs of a sweep whose metrics.json is missing or not 'ok'."""
-    from odecli.engine import rundir as runs
-
-    failures = []
-    for job in sorted((p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()),
-                      key=lambda p: (len(p.name), p.name)):
-        metrics = job / runs.METRICS
-        if not metrics.exists():
-            failures.append((str(job), "no metrics.json (the job crashed)"))
-            continue
-        status = str(runs.read_json(metrics).get("status", "unknown"))
-        if status != "ok":
-            failures.append((str(job), status))
-    return failures
-
-
-class _SweepRecorder:
-    """Learns the sweep folder from the multirun config Hydra composes in this process."""
-
-    def __init__(self) -> None:
-        self.sweep_dir: Path | None = None
-
-    def _hook(self, config: Any) -> None:
-        with contextlib.suppress(Exception):
-            self.sweep_dir = Path(str(config.hydra.sweep.dir))
-
-    def __enter__(self) -> _SweepRecorder:
-        _SWEEP_HOOKS.append(self._hook)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        _SWEEP_HOOKS.remove(self._hook)
-
-
-_SWEEP_HOOKS: list[Callable[[Any], None]] = []
-
-
-def _callback_base() -> type:
-    from hydra.experimental.callback import Callback
-
-    return Callback
-
-
-class SweepDirCallback(_callback_base()):  # type: ignore[misc]
-    """Hydra callback (added by the bridge's overrides): tells the CLI the sweep folder."""
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        for hook in list(_SWEEP_HOOKS):
-            hook(config)
-
-
-_WS = re.compile(r"\s*\n\s*")
-
-
-def one_line(exc: BaseException) -> str:
-    """Hydra's multi-line messages ('Available options in ...') folded onto one line."""
-    text = str(exc).strip() or type(exc).__name__
-    text = text.split("\nConfig search path", 1)[0].strip()
-    text = re.sub(r"^In '[\w/]+': ", "", text)
-    text = text.replace("\n\nAvailable options", ". Available options")
-    parts = [p for p in _WS.split(text) if p]
-    if len(parts) > 1 and parts[0].endswith(":"):
-        return parts[0] + " " + ", ".join(parts[1:])
-    return "; ".join(parts).replace(":;", ":").replace(".;", ".")

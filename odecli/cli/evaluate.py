@@ -1,10 +1,10 @@
-"""`odecli eval <run folder>`: re-evaluate a trained model without retraining.
+"""`odecli eval <run folder>`: re-score a trained model without retraining, for any command.
 
 The run's stored overrides are composed again with the user's on top, so `solver=rk4`,
-`solver.rtol=1e-9` or `system.extrapolate=1.0` (a longer extrapolation window) work as in
-`odecli train`. Keys that would change what the checkpoint means (model, system parameters,
-data) are refused. Results and redrawn figures go to `<run>/eval/<date>/<time>/` so the
-run's own files are never overwritten.
+`solver.rtol=1e-9`, `device=cuda` or (for `train`) `system.extrapolate=1.0` work as when
+training. Keys that would change what the checkpoint means (model, system, data) are refused.
+The model is the one the run reported (the best state for the VAEs); results and redrawn
+figures go to `<run>/eval/<date>/<time>/` so the run's own files are never overwritten.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from odecli.errors import OdecliError, RunFailed
+from odecli.cli import overrides as ov
+from odecli.errors import OdecliError, RunFailed, SolverError
 
-# What an evaluation may change: how the trained field is integrated and where, not the field.
+# What an evaluation may change: how the trained model is integrated and where, not the model.
 EVAL_KEYS = ("solver", "gradient", "system.extrapolate", "device", "plots", "resume", "quiet",
              "train.niters", "train.test_freq", "train.checkpoint_every")
 EVAL_JSON = "eval.json"
@@ -23,31 +24,33 @@ EVAL_JSON = "eval.json"
 
 def evaluate_run(path: str, overrides: list[str], out: str | None = None
                  ) -> tuple[dict[str, Any], Path]:
-    """Reload the run's checkpoint, evaluate it, write eval.json and figures."""
-    from odecli.cli import bridge as hydra_bridge
-    from odecli.cli import resume as resume_mod
-    from odecli.engine import rundir as runs
-
-    run_dir = resume_mod.run_folder(path)
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if "=" not in o or not any(key == k or key.startswith(k + ".") or
-                                   key.startswith(k + "/") for k in EVAL_KEYS):
-            raise OdecliError(f"odecli eval cannot change '{o}'; it takes overrides of "
-                              f"solver, solver.*, system.extrapolate, device and plots")
-    merged = [o for o in resume_mod.merged_overrides(run_dir, overrides)
-              if not o.startswith("resume=")]
-    cmd = hydra_bridge.COMMANDS["train"]
-    cfg = hydra_bridge.validate(cmd, merged)
+    """Reload the run's checkpoint, test it, write eval.json and figures."""
     from omegaconf import open_dict
 
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    from odecli.dynamics.experiment import Trainer
+    from odecli.cli import bridge, sweeps
+    from odecli.cli import resume as resume_mod
+    from odecli.engine import checkpoint, rundir
     from odecli.numerics import device as device_mod
 
+    run_dir = resume_mod.run_folder(path)
+    state = checkpoint.read(run_dir / rundir.CHECKPOINT)
+    cmd = bridge.COMMANDS.get(str(state.get("command", "train")))
+    if cmd is None:
+        raise OdecliError(f"{run_dir} was written by an unknown command "
+                          f"'{state.get('command')}'")
+    for o in overrides:
+        if "=" not in o or not ov.within(ov.key(o), EVAL_KEYS) or (
+                cmd.name != "train" and ov.key(o).startswith("system")):
+            extra = ", system.extrapolate" if cmd.name == "train" else ""
+            raise OdecliError(f"odecli eval cannot change '{o}'; it takes overrides of "
+                              f"solver, solver.*{extra}, device and plots")
+    merged = [o for o in resume_mod.merged_overrides(run_dir, overrides)
+              if not o.startswith("resume=")]
+    cfg = bridge.validate(cmd, merged)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
     device_mod.quiet_warnings()
-    out_dir = Path(out).expanduser().resolve() if out else hydra_bridge.claim_dir(
+    out_dir = Path(out).expanduser().resolve() if out else sweeps.claim_dir(
         run_dir / "eval", "")
     try:
         try:
@@ -55,40 +58,51 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
         except OSError as exc:
             raise OdecliError(f"cannot write the output folder {out_dir}: "
                               f"{exc.strerror or exc}") from exc
-        trainer = Trainer(cfg, out_dir)
-        state = trainer.load_checkpoint(run_dir / runs.CHECKPOINT, restore_training=False,
-                                        allowed=EVAL_KEYS)
+        exp = bridge.load(cmd.experiment)(cfg, out_dir)
+        checkpoint.check_compatible(state["config"], _plain(cfg), f"checkpoint {run_dir}",
+                                    EVAL_KEYS)
+        checkpoint.load_modules(exp.modules(), state.get("best") or state["modules"],
+                                run_dir)
     except BaseException:
         if not out:
             _remove_empty(out_dir)
         raise
     t0 = time.perf_counter()
-    from odecli.errors import SolverError
-
     try:
-        ev = trainer.evaluate()
-        status = "ok"
+        test, status = exp.test(None), "ok"
     except SolverError as exc:
-        ev, status = {}, f"failed: {exc}"
+        test, status = {}, f"failed: {exc}"
     result: dict[str, Any] = {
-        "status": status,
-        "run": str(run_dir),
+        "status": status, "command": cmd.name, "system": exp.name, "run": str(run_dir),
         "checkpoint_iteration": int(state["iteration"]),
-        "overrides": list(overrides),
-        **ev,
-        "eval_seconds": time.perf_counter() - t0,
-        "solver": trainer.spec.method,
-        "system": trainer.system.name,
+        "model": "best" if state.get("best") else "final",
+        "best_iteration": state.get("best_iteration") if state.get("best") else None,
+        "overrides": list(overrides), **test,
+        "eval_seconds": time.perf_counter() - t0, "solver": exp.spec.method,
     }
+    if exp.citation:
+        result["data_license"] = exp.citation
     if bool(cfg.plots.get("enabled", True)) and status == "ok":
+        from odecli.engine.figures import loss_figure
+
+        history = list(state.get("history") or [])
         try:
-            trainer.figures()
+            if history:
+                loss_figure(out_dir / "loss.png", history, f"{cmd.name} {exp.name}",
+                            exp.loss_figure_columns, exp.citation)
+            exp.figures(out_dir, history, test)
         except Exception as exc:  # figures never hide the numbers
             result["figures_error"] = str(exc)
-    runs.write_json(out_dir / EVAL_JSON, result)
+    rundir.write_json(out_dir / EVAL_JSON, result)
     if status != "ok":
         raise RunFailed(f"evaluation {status} (results in {out_dir})")
     return result, out_dir
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def _remove_empty(path: Path) -> None:

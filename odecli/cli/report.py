@@ -1,10 +1,11 @@
 """`odecli report PATH...`: many run folders -> one table and comparison figures.
 
 A run folder is any folder holding `.hydra/config.yaml` (single runs, sweep jobs, resumed
-runs). Columns are the overrides that differ between the runs (a run that did not override a
-key shows its config's value, or its group choice), then status, the failure or interruption
-reason and the metrics. No torch import: reporting on a laptop over copied cluster folders
-should be quick.
+runs) written by `train`, `spiral-vae` or `ecg-vae`. Columns are the run, its system (dataset),
+the overrides that differ between the runs (a run that did not override a key shows its
+config's value, or its group choice), then status, the failure or interruption reason and the
+metrics. Folders written before the three commands shared one vocabulary are read through
+ALIASES. No torch import: reporting on a laptop over copied cluster folders should be quick.
 """
 
 from __future__ import annotations
@@ -21,12 +22,26 @@ from typing import Any
 from odecli.engine import rundir as runs
 from odecli.errors import OdecliError
 
-# Metric columns, in table order; only those some run has are shown.
+# Old name -> current name, per file. Folders written before the three commands shared one
+# training engine use the old names; a current name wins where a file has both.
+ALIASES: dict[str, dict[str, str]] = {
+    runs.METRICS: {"nfe_forward_per_solve": "nfe_forward_per_iter"},  # old `train`
+    # Old VAE history, told apart by its `loss` column. Its NFE columns counted one step, not
+    # the run so far: renamed so nothing reads them as the cumulative counts.
+    runs.HISTORY: {"loss": "train_loss", "nfe_forward": "nfe_forward_step",
+                   "nfe_backward": "nfe_backward_step"},
+}
+# Dataset of a run whose metrics.json names no `system` (old VAE folders, unfinished runs).
+DATASETS = {"spiral-vae": "spirals", "ecg-vae": "ecg"}
+SYSTEM = "system"
+# Metric columns, in table order; ALWAYS are shown for every report, the rest when some run
+# has them.
 METRICS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
            "extrapolation_forward_mse", "extrapolation_backward_mse",
            "extrapolation_right_mse", "extrapolation_left_mse", "final_loss",
-           "nfe_forward_per_solve", "nfe_backward_per_iter", "seconds_per_iter",
-           "peak_memory_mb", "iterations")
+           "nfe_forward_per_iter", "nfe_backward_per_iter", "nfe_eval", "seconds_per_iter",
+           "peak_memory_mb", "iterations", "best_iteration")
+ALWAYS = ("final_loss", "nfe_forward_per_iter", "nfe_backward_per_iter")
 DEFAULT_SORT = ("extrap_error_rel", "extrapolation_forward_mse", "extrapolation_right_mse",
                 "error_rel", "reconstruction_mse", "final_loss")
 # Overrides that never describe the experiment itself.
@@ -41,10 +56,14 @@ class Run:
 
     path: Path
     name: str = ""
+    command: str = ""  # train, spiral-vae, ecg-vae ("" if unknown)
+    system: str = ""  # the system or dataset: lotka, spirals, mitdb/100
     overrides: dict[str, str] = field(default_factory=dict)
     status: str = "incomplete"
     reason: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # current names
+    history: list[dict[str, Any]] = field(default_factory=list)  # current names
+    config: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)  # the differing overrides
 
 
@@ -92,9 +111,53 @@ def _lookup(tree: Any, dotted: str) -> Any:
     return tree
 
 
+def _renamed(row: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    return {aliases.get(k, k): v for k, v in row.items()
+            if not (k in aliases and aliases[k] in row)}
+
+
+def _command(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    """The command that wrote the folder; old `train` metrics and unfinished runs name none,
+    so the config's shape tells."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    if metrics.get("command"):
+        return str(metrics["command"])
+    if SYSTEM in metrics or isinstance(config.get(SYSTEM), dict):
+        return "train"
+    return "ecg-vae" if "record" in data else "spiral-vae" if "n_spirals" in data else ""
+
+
+def _system(command: str, metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    if metrics.get(SYSTEM):
+        return str(metrics[SYSTEM])
+    if command == "train":
+        name = _lookup(config, "system.name")
+        return "" if name is None else str(name)
+    data = metrics.get("data")
+    if command == "ecg-vae" and isinstance(data, dict) and data.get("record") is not None:
+        return f"mitdb/{data['record']}"
+    return DATASETS.get(command, "")
+
+
+def _fill_from_history(metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """The final loss and NFE per iteration an old or unfinished run's metrics lack, from
+    its history (NFE only from cumulative columns: per-step ones were renamed away)."""
+    losses = [h["train_loss"] for h in history if not math.isnan(_number(h.get("train_loss")))]
+    if losses:
+        metrics.setdefault("final_loss", losses[-1])
+    for col in ("nfe_forward", "nfe_backward"):
+        done = [h for h in history if _number(h.get("iteration")) > 0
+                and not math.isnan(_number(h.get(col)))]
+        if done:
+            metrics.setdefault(f"{col}_per_iter", done[-1][col] / done[-1]["iteration"])
+
+
 def load_run(path: Path) -> Run:
-    """Overrides, status and metrics of one run folder (missing files are a status)."""
+    """Overrides, status, metrics and history of one run folder in the current vocabulary
+    (missing files are a status)."""
     run = Run(path=path)
+    config = _yaml(path / ".hydra" / "config.yaml")
+    run.config = config if isinstance(config, dict) else {}
     for o in _yaml(path / ".hydra" / "overrides.yaml") or []:
         key, _, value = str(o).partition("=")
         key = key.lstrip("+~")
@@ -105,6 +168,13 @@ def load_run(path: Path) -> Run:
         run.metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
     except (OSError, ValueError):
         run.metrics, run.reason = {}, "metrics.json is unreadable"
+    run.metrics = _renamed(run.metrics, ALIASES[runs.METRICS])
+    run.history = runs.History.read(path / runs.HISTORY)
+    if run.history and "loss" in run.history[0] and "train_loss" not in run.history[0]:
+        run.history = [_renamed(h, ALIASES[runs.HISTORY]) for h in run.history]
+    run.command = _command(run.metrics, run.config)
+    run.system = _system(run.command, run.metrics, run.config)
+    _fill_from_history(run.metrics, run.history)
     status = str(run.metrics.get("status", "")) if run.metrics else ""
     if status == "ok":
         run.status = "ok"
@@ -119,8 +189,8 @@ def load_run(path: Path) -> Run:
     elif status:
         run.status, run.reason = status, ""
     elif not run.reason:
-        rows = runs.History.read(path / runs.HISTORY)
-        last = f" (last evaluation at iteration {rows[-1].get('iteration')})" if rows else ""
+        last = (f" (last evaluation at iteration {run.history[-1].get('iteration')})"
+                if run.history else "")
         run.reason = f"no metrics.json: still running, or killed{last}"
     return run
 
@@ -134,13 +204,12 @@ def _fill_defaults(items: list[Run]) -> list[str]:
         missing = [k for k in keys if k not in r.overrides]
         if not missing:
             continue
-        config = _yaml(r.path / ".hydra" / "config.yaml") or {}
         choices = _lookup(_yaml(r.path / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
         for k in missing:
             if isinstance(choices, dict) and k in choices:
                 r.overrides[k] = str(choices[k])
             else:
-                value = _lookup(config, k)
+                value = _lookup(r.config, k)
                 r.overrides[k] = "" if value is None else _plain(value)
     if len(items) == 1:
         return keys
@@ -169,20 +238,23 @@ def build(paths: list[str], sort: str | None = None, descending: bool = False
     for r in items:
         rel = r.path.resolve().relative_to(common) if len(items) > 1 else Path(r.path.name)
         r.name = str(rel) or r.path.name
-    keys = _fill_defaults(items)
+    # Every run shows its system (a `system=` override is that column); it is a key, which
+    # groups seeds in the figures, only where the runs differ in it.
+    differing = [k for k in _fill_defaults(items) if k != SYSTEM]
+    keys = [SYSTEM] * (len({r.system for r in items}) > 1) + differing
     for r in items:
-        r.settings = {k: r.overrides.get(k, "") for k in keys}
-    metric_cols = [m for m in METRICS if any(m in r.metrics for r in items)]
+        r.settings = {SYSTEM: r.system, **{k: r.overrides.get(k, "") for k in differing}}
+    metric_cols = [m for m in METRICS if m in ALWAYS or any(m in r.metrics for r in items)]
     if sort is None:
-        sort = next((m for m in DEFAULT_SORT if m in metric_cols),
-                    metric_cols[0] if metric_cols else "")
-    elif sort not in metric_cols and sort not in keys:
-        choices = ", ".join(metric_cols + keys) or "none (no run has metrics)"
+        sort = next((m for m in DEFAULT_SORT if any(m in r.metrics for r in items)),
+                    "final_loss")
+    elif sort not in metric_cols and sort not in (SYSTEM, *differing):
+        choices = ", ".join([*metric_cols, SYSTEM, *differing])
         raise OdecliError(f"cannot sort by '{sort}'; choose one of: {choices}")
 
     def order(r: Run) -> tuple[Any, ...]:
         name = _natural(Path(r.name))
-        if sort in keys:
+        if sort in r.settings:
             return (0, r.settings.get(sort, ""), name)
         v = _number(r.metrics.get(sort))
         if math.isnan(v):
@@ -193,20 +265,14 @@ def build(paths: list[str], sort: str | None = None, descending: bool = False
     return items, keys, metric_cols, sort
 
 
-def rows(items: list[Run], keys: list[str], metric_cols: list[str]) -> list[dict[str, Any]]:
-    """Table rows as plain dicts: run, overrides, status, error, metrics."""
-    out = []
-    for r in items:
-        row: dict[str, Any] = {"run": r.name, **r.settings, "status": r.status,
-                               "error": r.reason}
-        for m in metric_cols:
-            row[m] = r.metrics.get(m)
-        out.append(row)
-    return out
+def rows(items: list[Run], metric_cols: list[str]) -> list[dict[str, Any]]:
+    """Table rows as plain dicts: run, system, overrides, status, error, metrics."""
+    return [{"run": r.name, **r.settings, "status": r.status, "error": r.reason,
+             **{m: r.metrics.get(m) for m in metric_cols}} for r in items]
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4g}"
@@ -227,6 +293,7 @@ def text_table(table: list[dict[str, Any]]) -> str:
 
 
 def markdown_table(table: list[dict[str, Any]]) -> str:
+    """GitHub markdown table, for pasting into notes and pull requests."""
     cols = list(table[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table:
@@ -236,6 +303,7 @@ def markdown_table(table: list[dict[str, Any]]) -> str:
 
 
 def csv_text(table: list[dict[str, Any]]) -> str:
+    """CSV with empty cells for missing values, for pandas and spreadsheets."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(table[0]), lineterminator="\n")
     writer.writeheader()
@@ -247,6 +315,15 @@ def csv_text(table: list[dict[str, Any]]) -> str:
 def _config_label(r: Run, keys: list[str]) -> str:
     parts = [f"{k}={r.settings[k]}" for k in keys if k != SEED_KEY]
     return ", ".join(parts) or "all runs"
+
+
+def loss_curves(items: list[Run]) -> dict[str, dict[int, float]]:
+    """Training loss per iteration of each run that recorded one (run name -> curve), in the
+    current vocabulary so old VAE folders get a curve too."""
+    curves = {r.name: {h["iteration"]: _number(h.get("train_loss")) for h in r.history
+                       if isinstance(h.get("iteration"), int)
+                       and not math.isnan(_number(h.get("train_loss")))} for r in items}
+    return {name: pts for name, pts in curves.items() if pts}
 
 
 def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[Path]:
@@ -273,33 +350,23 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
                 ax.errorbar(i, ok.mean(), yerr=ok.std() if len(ok) > 1 else None, fmt="s",
                             color="C1", ms=8, capsize=5, zorder=3)
                 ax.plot(np.full(len(ok), i), ok, "o", color="C0", ms=4)
-            failed = len(values) - len(ok)
-            if failed:
-                ax.annotate(f"{failed} failed", (i, 0), ha="center", va="bottom",
-                            color="C3", fontsize=8)
+            if len(values) > len(ok):
+                ax.annotate(f"{len(values) - len(ok)} failed", (i, 0), ha="center",
+                            va="bottom", color="C3", fontsize=8)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(metric)
-        positive = [_number(r.metrics.get(metric)) for r in items]
-        if all(v > 0 for v in positive if not math.isnan(v)) and any(
-                not math.isnan(v) for v in positive):
+        known = [v for v in (_number(r.metrics.get(metric)) for r in items) if not math.isnan(v)]
+        if known and min(known) > 0:
             ax.set_yscale("log")
         ax.set_title(f"{metric} per configuration\n(square: mean and std; dots: each run)",
                      fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / FIGURES[0], dpi=100)
-        plt.close(fig)
-        written.append(out / FIGURES[0])
+        written.append(_save(fig, out / FIGURES[0]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
+    by_run = loss_curves(items)
+    drawn, positive = False, True
     for i, label in enumerate(labels):
-        curves = []
-        for r in groups[label]:
-            hist = runs.History.read(r.path / runs.HISTORY)
-            pts = {int(h["iteration"]): _number(h.get("train_loss")) for h in hist
-                   if isinstance(h.get("iteration"), int)}
-            if any(not math.isnan(v) for v in pts.values()):
-                curves.append(pts)
+        curves = [by_run[r.name] for r in groups[label] if r.name in by_run]
         if not curves:
             continue
         its = sorted(set().union(*curves))
@@ -314,17 +381,24 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
         if len(curves) > 1:
             ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.2)
         drawn = True
+        positive = positive and bool(np.all(grid[~np.isnan(grid)] > 0))
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss")
     if drawn:
-        ax.set_yscale("log")
+        if positive:  # a VAE's loss (negative ELBO) can be negative: linear axis then
+            ax.set_yscale("log")
         ax.legend(fontsize=7)
     ax.set_title("training loss (mean and std across seeds)")
+    return [*written, _save(fig, out / FIGURES[1])]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(out / FIGURES[1], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    written.append(out / FIGURES[1])
-    return written
+    return path
 
 
 def default_out(paths: list[str]) -> Path:
@@ -343,13 +417,13 @@ def report(paths: list[str], sort: str | None = None, descending: bool = False,
     except OSError as exc:
         raise OdecliError(f"cannot write the report folder {out_dir}: "
                           f"{exc.strerror or exc}") from None
-    table = rows(items, keys, metric_cols)
+    table = rows(items, metric_cols)
     written = [out_dir / "report.csv", out_dir / "report.md"]
     runs.atomic_write_bytes(written[0], csv_text(table).encode())
     title = f"# odecli report: {len(items)} runs, sorted by {sort_key or 'run'}\n\n"
     runs.atomic_write_bytes(written[1], (title + markdown_table(table)).encode())
     metric = sort_key if sort_key in metric_cols else next(
-        (m for m in DEFAULT_SORT if m in metric_cols), "")
+        (m for m in DEFAULT_SORT if any(m in r.metrics for r in items)), "")
     if plots:
         written += figures(items, keys, metric, out_dir)
     return text_table(table), written

@@ -1,4 +1,4 @@
-"""`odecli train resume=<run folder>`: continue a run in its own folder.
+"""`odecli <command> resume=<run folder>`: continue a run in its own folder.
 
 The bridge asks this module for the overrides that rebuild the stored run (the folder's
 `.hydra/overrides.yaml`, then the user's changes), checks the result against the stored
@@ -13,27 +13,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from odecli.cli.overrides import key, quote, value
+from odecli.engine.rundir import CHECKPOINT
 from odecli.errors import CheckpointError, OdecliError
-
-CHECKPOINT = "checkpoint.pt"
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def target(overrides: list[str]) -> str | None:
     """The folder named by a `resume=` override, or None."""
-    value = None
-    for o in overrides:
-        if _key(o) == "resume" and "=" in o:
-            value = o.split("=", 1)[1].strip().strip("'\"")
-    return None if value in (None, "", "null", "None") else value
-
-
-def quote(value: str) -> str:
-    """A Hydra override value quoted so paths with odd characters survive the parser."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    found = value(overrides, "resume")
+    return None if found in (None, "", "null", "None") else found
 
 
 def run_folder(value: str, need_checkpoint: bool = True) -> Path:
@@ -60,9 +48,9 @@ def stored_overrides(run_dir: Path) -> list[str]:
 
 def merged_overrides(run_dir: Path, user: list[str]) -> list[str]:
     """The stored run's overrides with the user's on top (same key: the user's wins)."""
-    mine = [o for o in user if _key(o) != "resume"]
-    keys = {_key(o) for o in mine}
-    base = [o for o in stored_overrides(run_dir) if _key(o) not in keys and _key(o) != "resume"]
+    mine = [o for o in user if key(o) != "resume"]
+    keys = {key(o) for o in mine}
+    base = [o for o in stored_overrides(run_dir) if key(o) not in keys and key(o) != "resume"]
     return base + mine + [f"resume={quote(str(run_dir))}"]
 
 
@@ -70,8 +58,8 @@ def check(run_dir: Path, composed: Any) -> None:
     """Refuse a resume whose config or checkpoint does not match, before anything is written."""
     from omegaconf import OmegaConf, open_dict
 
-    from odecli.dynamics.experiment import check_compatible, read_checkpoint
     from odecli.engine import rundir as runs
+    from odecli.engine.checkpoint import check_compatible, read
 
     stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     composed = composed.copy()
@@ -79,7 +67,7 @@ def check(run_dir: Path, composed: Any) -> None:
         composed.pop("hydra", None)
     check_compatible(OmegaConf.to_container(stored, resolve=False),
                      OmegaConf.to_container(composed, resolve=False), f"resume of {run_dir}")
-    state = read_checkpoint(run_dir / CHECKPOINT)
+    state = read(run_dir / CHECKPOINT)
     check_compatible(state["config"], OmegaConf.to_container(composed, resolve=True),
                      f"checkpoint {run_dir / CHECKPOINT}")
     done, niters = int(state["iteration"]), int(composed.train.niters)

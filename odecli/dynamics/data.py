@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from odecli.dynamics import schema
 from odecli.errors import ConfigError
+from odecli.fields import to_plain, yaml_node
 
 
 @dataclass
@@ -55,15 +57,11 @@ def observe(t: torch.Tensor, y_true: torch.Tensor, cfg: Mapping[str, Any],
 
 
 def check_data(cfg: Mapping[str, Any]) -> tuple[float, float]:
-    """The `data` node's observe_fraction and noise_std, checked."""
-    fraction = cfg.get("observe_fraction", 1.0)
-    noise = cfg.get("noise_std", 0.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-            0 < fraction <= 1):
-        raise ConfigError(f"data.observe_fraction must be in (0, 1], got {fraction!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-        raise ConfigError(f"data.noise_std must be a non-negative number, got {noise!r}")
-    return float(fraction), float(noise)
+    """The `data` node's observe_fraction and noise_std, checked by its schema; a partial
+    node ({"observe_fraction": 0.4}) takes the keys it lacks from configs/train.yaml."""
+    node = {**yaml_node("train.yaml", "data"), **to_plain(cfg)}
+    d = schema.DATA.check(node, "data")
+    return d["observe_fraction"], d["noise_std"]
 
 
 def observed_count(n: int, fraction: float) -> int:

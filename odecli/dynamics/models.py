@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from odecli.dynamics import schema
 from odecli.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -25,31 +26,22 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "sigmoid": nn.Sigmoid,
 }
-INITS = ("seed", "default")
-OUTPUT_SCALES = ("max", "mean", "rms")
+INITS = schema.INITS
+OUTPUT_SCALES = schema.OUTPUT_SCALES
 
 
 def hidden_widths(cfg: Mapping[str, Any]) -> list[int]:
     """Hidden layer widths from `model.depth` and `model.width` (an int or one per layer)."""
-    depth = cfg.get("depth")
-    width = cfg.get("width")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ConfigError(f"model.depth must be a positive integer, got {depth!r}")
-    if isinstance(width, int) and not isinstance(width, bool):
-        widths = [width] * depth
-    else:
-        try:
-            widths = [int(w) for w in width]
-        except TypeError as exc:
-            raise ConfigError(
-                f"model.width must be an integer or a list of integers, got {width!r}") from exc
-        if len(widths) != depth:
-            raise ConfigError(
-                f"model.width lists {len(widths)} widths but model.depth is {depth}; "
-                f"give one width per hidden layer or a single integer")
-    if any(w < 1 for w in widths):
-        raise ConfigError(f"model.width entries must be positive, got {widths}")
-    return widths
+    m = schema.MODEL.check(cfg, "model", partial=True)
+    for key in ("depth", "width"):
+        if key not in m:
+            raise ConfigError(f"model.{key} is missing from the config")
+    return _widths(m)
+
+
+def _widths(m: Mapping[str, Any]) -> list[int]:
+    width = m["width"]
+    return [width] * m["depth"] if isinstance(width, int) else list(width)
 
 
 class ODEField(nn.Module):
@@ -62,9 +54,6 @@ class ODEField(nn.Module):
         super().__init__()
         self.input_power = input_power
         self.output_scale = output_scale
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown model.activation '{activation}'; choose one of: "
-                              f"{', '.join(ACTIVATIONS)}")
         self.dim, self.augment_dim, self.time_dependent = dim, augment_dim, time_dependent
         state = dim + augment_dim
         sizes = [state + int(time_dependent), *widths, state]
@@ -118,28 +107,16 @@ class ODEField(nn.Module):
 
 
 def build(cfg: Mapping[str, Any], dim: int) -> ODEField:
-    """Construct the learned field from the `cfg.model` node."""
-    augment = cfg.get("augment_dim", 0)
-    if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
-        raise ConfigError(f"model.augment_dim must be a non-negative integer, got {augment!r}")
-    power = cfg.get("input_power", 1)
-    if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-        raise ConfigError(f"model.input_power must be a positive integer, got {power!r}")
-    output_scale = str(cfg.get("output_scale", "max"))
-    if output_scale not in OUTPUT_SCALES:
-        raise ConfigError(f"unknown model.output_scale '{output_scale}'; choose one of: "
-                          f"{', '.join(OUTPUT_SCALES)}")
-    init = str(cfg.get("init", "seed"))
-    if init not in INITS:
-        raise ConfigError(f"unknown model.init '{init}'; choose one of: {', '.join(INITS)}")
+    """Construct the learned field from the `cfg.model` node (checked whole by its schema)."""
+    m = schema.MODEL.check(cfg, "model")
     return ODEField(
         dim=dim,
-        widths=hidden_widths(cfg),
-        activation=str(cfg.get("activation", "tanh")),
-        time_dependent=bool(cfg.get("time_dependent", False)),
-        augment_dim=augment,
-        init=init,
-        init_std=float(cfg.get("init_std", 0.1)),
-        input_power=power,
-        output_scale=output_scale,
+        widths=_widths(m),
+        activation=m["activation"],
+        time_dependent=m["time_dependent"],
+        augment_dim=m["augment_dim"],
+        init=m["init"],
+        init_std=m["init_std"],
+        input_power=m["input_power"],
+        output_scale=m["output_scale"],
     )

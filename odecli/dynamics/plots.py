@@ -1,4 +1,4 @@
-"""Figures for dynamics runs: phase portrait, time series, vector field, loss, training GIF.
+"""Figures for dynamics runs: phase portrait, time series, vector field, training GIF.
 
 matplotlib is imported inside the functions (Agg backend) so `odecli --help` stays fast and
 runs work without a display.
@@ -12,26 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from odecli.engine.figures import pyplot, save
+
 TRUE_STYLE = {"color": "tab:green", "lw": 2.0, "label": "true"}
 LEARNED_STYLE = {"color": "tab:blue", "lw": 1.6, "ls": "--", "label": "learned"}
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    """Save via a temp name and rename, so a crash never leaves a truncated PNG."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    _plt().close(fig)
 
 
 def _split_mark(ax: Any, t_split: float | None) -> None:
@@ -42,7 +26,7 @@ def _split_mark(ax: Any, t_split: float | None) -> None:
 def phase(path: Path, y_true: np.ndarray, y_pred: np.ndarray | None, title: str,
           obs: np.ndarray | None = None, n_train: int | None = None) -> None:
     """Phase portrait: true solid, learned dashed, observations as dots."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5))
     ax.plot(y_true[:, 0], y_true[:, 1], **TRUE_STYLE)
     if y_pred is not None:
@@ -56,14 +40,14 @@ def phase(path: Path, y_true: np.ndarray, y_pred: np.ndarray | None, title: str,
     ax.set_ylabel("$y_2$")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    _save(fig, path)
+    save(fig, path)
 
 
 def time_series(path: Path, t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray | None,
                 title: str, t_obs: np.ndarray | None = None, obs: np.ndarray | None = None,
                 t_split: float | None = None) -> None:
     """Each state component against t; the dotted line marks the end of the training span."""
-    plt = _plt()
+    plt = pyplot()
     dim = y_true.shape[1]
     fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
@@ -77,13 +61,13 @@ def time_series(path: Path, t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
     axes[0, 0].set_title(title)
     axes[0, 0].legend(loc="best", fontsize=8)
     axes[-1, 0].set_xlabel("t")
-    _save(fig, path)
+    save(fig, path)
 
 
 def vector_field(path: Path, field: Callable[[np.ndarray, float], np.ndarray],
                  y_true: np.ndarray, title: str, t: float = 0.0, grid: int = 25) -> None:
     """Streamlines of the learned field over the true trajectory."""
-    plt = _plt()
+    plt = pyplot()
     lo, hi = y_true.min(0), y_true.max(0)
     pad = 0.15 * np.maximum(hi - lo, 1e-3)
     xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
@@ -102,32 +86,13 @@ def vector_field(path: Path, field: Callable[[np.ndarray, float], np.ndarray],
     ax.set_ylabel("$y_2$")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    _save(fig, path)
-
-
-def loss_curve(path: Path, history: Sequence[dict[str, Any]], title: str) -> None:
-    """Training loss and trajectory error against iteration, log scale."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    its = [r["iteration"] for r in history]
-    for key, label in (("train_loss", "train loss (batch)"), ("eval_loss", "eval loss"),
-                       ("error_rel", "relative trajectory error")):
-        vals = [r.get(key) for r in history]
-        if any(isinstance(v, (int, float)) for v in vals):
-            ax.plot(its, [v if isinstance(v, (int, float)) else np.nan for v in vals],
-                    label=label, marker="o", ms=3)  # markers: a one-point series still shows
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
+    save(fig, path)
 
 
 def training_gif(path: Path, y_true: np.ndarray, frames: Sequence[tuple[int, np.ndarray]],
                  title: str, fps: int = 6) -> None:
     """Phase portraits in iteration order, written with matplotlib's Pillow writer."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     fig, ax = plt.subplots(figsize=(4.5, 4.3))

@@ -1,7 +1,8 @@
 """True dynamical systems: vector fields, initial states and time spans.
 
-A registry maps the config name to a constructor taking the `cfg.system` node, so adding a
-system is one function here plus one YAML file in configs/system/.
+A registry maps the config name to a constructor taking the checked `system` node, so adding
+a system is one function here, its keys in odecli.dynamics.schema.SYSTEMS and one YAML file in
+configs/system/ (which holds its defaults).
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from odecli.dynamics import schema
 from odecli.errors import ConfigError
-
-SPIRAL_A = [[-0.1, 2.0], [-2.0, -0.1]]
-NONLINEAR_A2 = [[-0.1, -0.5], [0.5, -0.1]]
-NONLINEAR_B2 = [[0.2, 1.0], [-1.0, 0.2]]
+from odecli.fields import to_plain, yaml_node
 
 
 class LinearField(nn.Module):
@@ -124,23 +123,16 @@ class System:
         return torch.cat([self.t, self.t_extra])
 
 
-def _matrix(cfg: Mapping[str, Any], key: str, default: list[list[float]]) -> torch.Tensor:
-    value = cfg.get(key, default)
-    try:
-        A = torch.tensor([list(map(float, row)) for row in value], dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"system.{key} must be a 2x2 list of numbers") from exc
-    if A.shape != (2, 2):
-        raise ConfigError(f"system.{key} must be 2x2, got shape {tuple(A.shape)}")
-    return A
+def _matrix(value: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float64)
 
 
-def _spiral(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    return LinearField(_matrix(cfg, "A", SPIRAL_A)), False
+def _spiral(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    return LinearField(_matrix(s["A"])), False
 
 
-def _spiral_cubic(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    return LinearField(_matrix(cfg, "A", SPIRAL_A), power=3), False
+def _spiral_cubic(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    return LinearField(_matrix(s["A"]), power=3), False
 
 
 def random_matrix(seed: int, scale: float = 0.5) -> torch.Tensor:
@@ -149,8 +141,8 @@ def random_matrix(seed: int, scale: float = 0.5) -> torch.Tensor:
     return torch.randn(2, 2, generator=gen, dtype=torch.float64) * scale
 
 
-def _random(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    return LinearField(random_matrix(cfg.get("matrix_seed", 0), cfg.get("scale", 0.5))), False
+def _random(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    return LinearField(random_matrix(s["matrix_seed"], s["scale"])), False
 
 
 def lotka_linear_matrix(a: float, b: float, c: float, d: float) -> torch.Tensor:
@@ -158,31 +150,21 @@ def lotka_linear_matrix(a: float, b: float, c: float, d: float) -> torch.Tensor:
     return torch.tensor([[0.0, -b * c / d], [d * a / b, 0.0]], dtype=torch.float64)
 
 
-def _abcd(cfg: Mapping[str, Any]) -> tuple[float, float, float, float]:
-    a, b, c, d = (float(cfg.get(k, v)) for k, v in (("a", 1.5), ("b", 1.0), ("c", 3.0),
-                                                     ("d", 1.0)))
-    if min(a, b, c, d) <= 0:
-        raise ConfigError("Lotka-Volterra parameters a, b, c, d must all be positive")
-    return a, b, c, d
+def _lotka(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    return LotkaVolterraField(s["a"], s["b"], s["c"], s["d"]), False
 
 
-def _lotka(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    return LotkaVolterraField(*_abcd(cfg)), False
+def _lotka_linear(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    return LinearField(lotka_linear_matrix(s["a"], s["b"], s["c"], s["d"])), False
 
 
-def _lotka_linear(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    return LinearField(lotka_linear_matrix(*_abcd(cfg))), False
+def _nonlinear(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    centre = torch.tensor(s["centre"], dtype=torch.float64)
+    return GatedField(_matrix(s["A2"]), _matrix(s["B2"]), centre), False
 
 
-def _nonlinear(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    centre = torch.tensor([float(v) for v in cfg.get("centre", [-1.0, 0.0])], dtype=torch.float64)
-    return GatedField(_matrix(cfg, "A2", NONLINEAR_A2), _matrix(cfg, "B2", NONLINEAR_B2),
-                      centre), False
-
-
-def _mlp(cfg: Mapping[str, Any]) -> tuple[nn.Module, bool]:
-    widths = [int(w) for w in cfg.get("widths", [2, 25, 50, 10, 2])]
-    field = RandomMLPField(widths, int(cfg.get("matrix_seed", 0)), float(cfg.get("gain", 1.0)))
+def _mlp(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    field = RandomMLPField(s["widths"], s["matrix_seed"], s["gain"])
     return field.to(torch.float64), True
 
 
@@ -197,35 +179,45 @@ REGISTRY: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, bool]]] = {
 }
 
 
+def check(cfg: Any) -> dict[str, Any]:
+    """The `system` node checked by its system's schema (odecli.dynamics.schema.SYSTEMS).
+
+    A partial node (tests, scripts: {"name": "spiral", "y0": [2, 0], ...}) takes the keys it
+    lacks from configs/system/<name>.yaml, so defaults live only there, and keys its system
+    does not use are left out; a composed config is checked whole, unknown keys included, by
+    schema.check_train.
+    """
+    node = to_plain(cfg)
+    if not isinstance(node, dict):
+        raise ConfigError(f"system must be a config node (key: value), got {node!r}")
+    if "name" not in node:
+        raise ConfigError("system.name is missing from the config")
+    name = schema.SYSTEM.choice.check(node["name"], "system.name")
+    variant = schema.SYSTEM.variants[name]
+    given = {k: v for k, v in node.items() if k in variant.fields}
+    return variant.check({**yaml_node(f"system/{name}.yaml", "system"), **given}, "system")
+
+
 def build(cfg: Mapping[str, Any]) -> System:
     """Construct the system named by `cfg.name` with its grid, after checking the values."""
-    name = str(cfg.get("name"))
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown system '{name}'; choose one of: {', '.join(REGISTRY)}")
-    t0, t1 = cfg.get("t0", 0.0), cfg.get("t1")
-    n = cfg.get("data_size")
-    for key, value in (("t0", t0), ("t1", t1)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"system.{key} must be a number, got {value!r}")
-    if not t1 > t0:
-        raise ConfigError(f"system.t1 ({t1}) must be greater than system.t0 ({t0})")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ConfigError(f"system.data_size must be an integer >= 2, got {n!r}")
-    extra = cfg.get("extrapolate", 0.25)
-    if isinstance(extra, bool) or not isinstance(extra, (int, float)) or extra < 0:
-        raise ConfigError(f"system.extrapolate must be a non-negative fraction, got {extra!r}")
-    try:
-        y0 = torch.tensor([float(v) for v in cfg.get("y0")], dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("system.y0 must be a list of numbers") from exc
-    if y0.shape != (2,):
-        raise ConfigError(f"system.y0 must have 2 entries, got {y0.numel()}")
-    if name == "lotka" and bool((y0 <= 0).any()):
-        raise ConfigError("system.y0 must be positive for Lotka-Volterra (populations)")
-    field, time_dependent = REGISTRY[name](cfg)
-    t = torch.linspace(float(t0), float(t1), n, dtype=torch.float64)
-    dt = (float(t1) - float(t0)) / (n - 1)
-    n_extra = int(round(float(extra) * (n - 1)))
-    t_extra = float(t1) + dt * torch.arange(1, n_extra + 1, dtype=torch.float64)
-    return System(name=name, field=field, y0=y0, t=t, t_extra=t_extra,
+    s = check(cfg)
+    field, time_dependent = REGISTRY[s["name"]](s)
+    t0, t1, n = s["t0"], s["t1"], s["data_size"]
+    t = torch.linspace(t0, t1, n, dtype=torch.float64)
+    dt = (t1 - t0) / (n - 1)
+    n_extra = int(round(s["extrapolate"] * (n - 1)))
+    t_extra = t1 + dt * torch.arange(1, n_extra + 1, dtype=torch.float64)
+    y0 = torch.tensor(s["y0"], dtype=torch.float64)
+    return System(name=s["name"], field=field, y0=y0, t=t, t_extra=t_extra,
                   time_dependent=time_dependent)
+
+
+def __getattr__(name: str) -> Any:
+    """The seed's matrices (SPIRAL_A, NONLINEAR_A2, NONLINEAR_B2), read from the YAML that
+    holds them as defaults rather than written here a second time."""
+    where = {"SPIRAL_A": ("spiral", "A"), "NONLINEAR_A2": ("nonlinear", "A2"),
+             "NONLINEAR_B2": ("nonlinear", "B2")}
+    if name in where:
+        system, key = where[name]
+        return yaml_node(f"system/{system}.yaml", "system")[key]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

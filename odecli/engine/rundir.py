@@ -1,4 +1,4 @@
-"""Run-folder bookkeeping shared by every command: metrics, history, checkpoints, progress.
+"""The run folder's files: names, atomic writes, metrics JSON, history CSV, environment.
 
 Everything that lands in a run folder is written atomically (temp file + rename) so a crash
 or Ctrl-C never leaves a half-written metrics.json or checkpoint behind.
@@ -14,12 +14,9 @@ import math
 import os
 import platform
 import resource
-import signal
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,109 +145,3 @@ def notice(logger: Any, message: str) -> None:
     handler is silenced so the progress bar and summary own the terminal)."""
     logger.warning(message)
     print(f"note: {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def progress(total: int, description: str, quiet: bool = False, start: int = 0
-             ) -> Iterator[Any]:
-    """A rich progress bar; `update(n, **fields)` sets the iteration and shown numbers."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    if quiet:
-        yield _NullProgress()
-        return
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    with bar:
-        task = bar.add_task(description, total=total, completed=start, info="")
-        yield _RichProgress(bar, task)
-
-
-class _RichProgress:
-    def __init__(self, bar: Any, task: Any) -> None:
-        self.bar, self.task = bar, task
-
-    def update(self, completed: int, **fields: Any) -> None:
-        info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
-        self.bar.update(self.task, completed=completed, info=info)
-
-
-class _NullProgress:
-    def update(self, completed: int, **fields: Any) -> None:
-        pass
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-STEP_GRACE_SECONDS = 5.0
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM inside `stop_signals()`; the loop checks it between steps."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.since = 0.0
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
-
-    def overdue(self, grace: float = STEP_GRACE_SECONDS) -> bool:
-        """True once a stop was asked for more than `grace` seconds ago: a step (or rollout)
-        still running then is stuck, e.g. a diverged field crawling through tiny steps."""
-        return self.signum is not None and time.monotonic() - self.since > grace
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
-
-def _handlers_allowed() -> bool:
-    """Only the main thread of a job's own process: not a joblib (loky) worker, which the
-    launcher stops itself, and not a thread, where `signal.signal` is refused."""
-    import multiprocessing
-
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    return not multiprocessing.current_process().name.startswith("LokyProcess")
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[StopFlag]:
-    """Turn the first SIGINT/SIGTERM into a flag (finish the step, checkpoint, stop); a second
-    one raises KeyboardInterrupt at once. Previous handlers come back afterwards."""
-    flag = StopFlag()
-    if not _handlers_allowed():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.signum is not None:
-            raise KeyboardInterrupt
-        flag.signum = signum
-        flag.since = time.monotonic()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

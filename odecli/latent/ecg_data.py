@@ -3,7 +3,9 @@
 Every way of getting a record (a local folder, `ODECLI_ECG_DIR`, the download cache, a fresh
 PhysioNet download verified by SHA-256) ends in the same reader, and every failure a user can
 cause (missing or corrupt files, a lead that does not exist, no beats, no network) becomes one
-`OdecliError` line. The repository never holds ECG data: it is read from where the user keeps it.
+`OdecliError` line. The package holds no ECG data: it is read from where the user keeps it (the
+tests carry a five-minute excerpt of MIT-BIH record 100 under tests/data/mitdb, with its notice).
+Whatever is read is credited by `attribution`: MIT-BIH's citation only for MIT-BIH records.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ ENV_DIR = "ODECLI_ECG_DIR"
 DEFAULT_CACHE = Path("~/.cache/odecli/ecg")
 DEFAULT_BASE_URL = "https://physionet.org/files"
 DETECTOR_FS = 360.0  # XQRS is tuned for MIT-BIH rates and misses peaks well above this
-LICENSE_NOTICE = (
+LICENSE_NOTICE = (  # MIT-BIH's citation: credited only for MIT-BIH records (attribution)
     "Data: MIT-BIH Arrhythmia Database (Moody & Mark 2001; Goldberger et al. 2000), "
     "PhysioNet, ODC-By 1.0"
 )
+MITDB_RECORDS = frozenset(  # MIT-BIH's 48 records: 360 Hz, 650,000 samples, these leads
+    "100 101 102 103 104 105 106 107 108 109 111 112 113 114 115 116 117 118 119 121 122 123 "
+    "124 200 201 202 203 205 207 208 209 210 212 213 214 215 217 219 220 221 222 223 228 230 "
+    "231 232 233 234".split())
+MITDB_LEADS = frozenset({"MLII", "V1", "V2", "V4", "V5"})
 # Published PhysioNet checksums, keyed by (database, version, record); files without an entry
 # are downloaded unverified.
 SHA256: dict[tuple[str, str, str], dict[str, str]] = {
@@ -72,6 +79,7 @@ class Beats:
     signal_length: int
     record: str
     lead: str
+    citation: str  # credit for the data in metrics.json and every figure (see `attribution`)
 
 
 # ---------------------------------------------------------------------------- locating files
@@ -82,6 +90,11 @@ def locate_record(data: Mapping[str, Any]) -> Path:
     An explicit folder is never second-guessed: if the record is not there, that is an error,
     not a reason to go online.
     """
+    return _locate(data)[0]
+
+
+def _locate(data: Mapping[str, Any]) -> tuple[Path, str | None]:
+    """locate_record, and the PhysioNet database when the record came from its download cache."""
     record = str(data.get("record", "100"))
     db = str(data.get("db", "mitdb"))
     explicit = data.get("dir")
@@ -95,11 +108,11 @@ def locate_record(data: Mapping[str, Any]) -> Path:
             raise OdecliError(f"{source} '{folder}' is not a folder")
         for candidate in (folder / record, folder / db / record):
             if candidate.with_suffix(".hea").is_file():
-                return candidate
+                return candidate, None
         raise OdecliError(
             f"record '{record}' not found in {folder} (looked for {record}.hea there and in "
             f"{db}/); check data.record or data.dir")
-    return _cached_or_download(data, record, db)
+    return _cached_or_download(data, record, db), db
 
 
 def _cached_or_download(data: Mapping[str, Any], record: str, db: str) -> Path:
@@ -163,6 +176,50 @@ def verify(base: Path, db: str = "mitdb", version: str = "1.0.0") -> dict[str, b
     known = SHA256.get((db, version, base.name), {})
     return {n: (base.parent / n).is_file() and _sha256(base.parent / n) == s
             for n, s in known.items()}
+
+
+def is_mitdb(base: Path) -> bool:
+    """Whether a local record is recognisably MIT-BIH's, so that crediting MIT-BIH is honest.
+
+    Either its files match PhysioNet's published SHA-256 sums (proof), or the user keeps it as
+    `mitdb/<record>` (the database's name: their statement of the source) and its header fits
+    an MIT-BIH record (one of the 48 names, 360 Hz, at most 650,000 samples, MIT-BIH leads):
+    an excerpt kept as mitdb/100 counts; mitdb/foo, or an unverified 100 elsewhere, does not.
+    """
+    import wfdb
+
+    sums = verify(base)
+    if sums and all(sums.values()):
+        return True
+    if base.parent.name != "mitdb" or base.name not in MITDB_RECORDS:
+        return False
+    try:
+        head = wfdb.rdheader(str(base))
+    except Exception:  # unreadable header: nothing to recognise
+        return False
+    return (float(head.fs) == 360.0 and 0 < (head.sig_len or 0) <= 650_000
+            and bool(head.sig_name) and set(head.sig_name) <= MITDB_LEADS)
+
+
+def attribution(data: Mapping[str, Any], base: Path, physionet_db: str | None = None) -> str:
+    """The text that credits the data: data.citation if set, else derived from the record.
+
+    MIT-BIH's citation (LICENSE_NOTICE) goes only to MIT-BIH records: downloaded or cached from
+    PhysioNet's `mitdb`, or local ones that `is_mitdb` recognises. Any other record is named,
+    with a note to set data.citation, rather than credited to a database it may not be from.
+    """
+    citation = data.get("citation")
+    if citation is not None:
+        if not isinstance(citation, str) or not citation.strip():
+            raise ConfigError("data.citation must be non-empty text, or null to derive it "
+                              "from the record")
+        return citation.strip()
+    if physionet_db == "mitdb" or (physionet_db is None and is_mitdb(base)):
+        return LICENSE_NOTICE
+    if physionet_db:
+        return (f"Data: PhysioNet database '{physionet_db}', record {base.name} "
+                "(set data.citation to the database's citation)")
+    return f"Data: WFDB record {base.name} (source not recorded; set data.citation)"
 
 
 # ---------------------------------------------------------------------------- reading
@@ -328,7 +385,7 @@ def load_beats(data: Mapping[str, Any]) -> Beats:
         raise ConfigError("data.before must be >= 0 and data.after > 0 (seconds)")
     if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 8:
         raise ConfigError(f"data.n_points must be an integer >= 8, got {n_points!r}")
-    base = locate_record(data)
+    base, physionet_db = _locate(data)
     annotation = data.get("annotation", "atr") or None
     sig = read_signal(base, data.get("lead", 0), annotation)
     beat_types = data.get("beat_types", ["N"])
@@ -351,7 +408,7 @@ def load_beats(data: Mapping[str, Any]) -> Beats:
     lo, hi = train.min(axis=(0, 1)), train.max(axis=(0, 1))
     return Beats(t=t, raw=raw, paths=scale_paths(paths, lo, hi), peaks=peaks, split=split,
                  scale=(lo, hi), source=source, fs=sig.fs, signal_length=len(sig.values),
-                 record=sig.name, lead=sig.lead)
+                 record=sig.name, lead=sig.lead, citation=attribution(data, base, physionet_db))
 
 
 # ---------------------------------------------------------------------------- baselines

@@ -1,4 +1,4 @@
-"""Figures of the latent-ODE VAE commands (spiral and ECG), plus their loss curve.
+"""Figures of the latent-ODE VAE commands (spiral and ECG); the engine draws the loss.
 
 matplotlib is imported inside each function with the Agg backend, so importing this module
 costs nothing at CLI start-up and works on machines without a display. Colours follow the
@@ -7,38 +7,21 @@ seed: real data blue, sampled/noisy input orange, model output green.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from odecli.engine.figures import pyplot, save
 
 REAL, SAMPLED, MODEL = "tab:blue", "tab:orange", "tab:green"
 _BASELINE_STYLES = ({"color": "0.45", "ls": "--"}, {"color": "tab:red", "ls": ":"})
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    plt = _pyplot()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def spiral_figure(path: Path, t: np.ndarray, truth: np.ndarray, obs: np.ndarray,
                   mask: np.ndarray, span: np.ndarray, pred: np.ndarray) -> None:
     """One panel per spiral: true path, noisy observations, reconstruction, extrapolations."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(truth)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.8), squeeze=False)
     for i, ax in enumerate(axes[0]):
@@ -56,7 +39,7 @@ def spiral_figure(path: Path, t: np.ndarray, truth: np.ndarray, obs: np.ndarray,
         ax.set_title(f"held-out spiral {i + 1}", fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def ecg_task_figure(path: Path, title: str, t: np.ndarray, real: np.ndarray,
@@ -67,7 +50,7 @@ def ecg_task_figure(path: Path, title: str, t: np.ndarray, real: np.ndarray,
     Arrays are in physical units (mV, mV/s) with shape (beats, points, 2). The data licence
     notice is printed under every figure, as ODC-By requires.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = len(real)
     fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n + 0.8), squeeze=False)
     ms = 1000.0 * np.asarray(t)
@@ -91,27 +74,5 @@ def ecg_task_figure(path: Path, title: str, t: np.ndarray, real: np.ndarray,
     axes[-1, 1].set_xlabel("x (mV)")
     axes[0, 0].legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=11)
-    fig.text(0.5, 0.005, notice, ha="center", va="bottom", fontsize=7, color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    _save(fig, path)
-
-
-def loss_figure(path: Path, rows: Sequence[Mapping[str, Any]], notice: str | None = None
-                ) -> None:
-    """Training loss (negative ELBO) and the held-out score over iterations."""
-    plt = _pyplot()
-    it = [r["iteration"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(it, [r["loss"] for r in rows], color=MODEL, marker="o", ms=3)
-    a.set_title("training loss (-ELBO)", fontsize=9)
-    a.set_xlabel("iteration")
-    b.plot(it, [r["score"] for r in rows], color=REAL, marker="o", ms=3)
-    b.set_yscale("log")
-    b.set_title("held-out mean MSE", fontsize=9)
-    b.set_xlabel("iteration")
-    if notice:
-        fig.text(0.5, 0.005, notice, ha="center", va="bottom", fontsize=7, color="0.3")
-        fig.tight_layout(rect=(0, 0.05, 1, 1))
-    else:
-        fig.tight_layout()
-    _save(fig, path)
+    save(fig, path, notice)

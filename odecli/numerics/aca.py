@@ -26,11 +26,15 @@ from typing import Any
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torchdiffeq._impl.interp import _interp_evaluate
-from torchdiffeq._impl.misc import _check_inputs
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _runge_kutta_step
-from torchdiffeq._impl.solvers import FixedGridODESolver
+
+from odecli.numerics.backend import (
+    SOLVERS,
+    FixedGridODESolver,
+    RKAdaptiveStepsizeODESolver,
+    _check_inputs,
+    _interp_evaluate,
+    _runge_kutta_step,
+)
 
 ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_RK = ("euler", "midpoint", "heun2", "heun3", "rk4")

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from odecli.errors import ConfigError
+from odecli.numerics import schema
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DEVICES = ("cpu", "cuda", "auto")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names: schema.DTYPES
+DEVICES = schema.DEVICES
 
 
 # Upper bound on threads per job, set by the launcher bridge (joblib: cores // parallel jobs).
@@ -56,33 +57,24 @@ class Runtime:
 
 
 def setup(cfg: Mapping[str, Any]) -> Runtime:
-    """Validate the device node, pick the device, set dtype and thread count."""
-    name = str(cfg.get("name", "cpu"))
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device '{name}'; choose one of: {', '.join(DEVICES)}")
-    dtype_name = str(cfg.get("dtype", "float32"))
-    if dtype_name not in DTYPES:
-        raise ConfigError(
-            f"device.dtype must be one of {', '.join(DTYPES)}, got '{dtype_name}'")
-    threads = cfg.get("threads", 1)
-    if threads is None:
-        threads = torch.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"device.threads must be a positive integer, got {threads!r}")
+    """Check the device node (numerics.schema.DEVICE), pick the device, set dtype and threads."""
+    d = schema.DEVICE.check(cfg, "device")
+    threads = torch.get_num_threads() if d["threads"] is None else d["threads"]
     if _THREAD_CAP is not None:
         threads = min(threads, _THREAD_CAP)
-    if name == "cuda":
+    if d["name"] == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
                 "device=cuda was asked for but CUDA is not available on this machine; "
                 "use device=auto (GPU when present, else CPU) or device=cpu")
-        device = torch.device("cuda", int(cfg.get("index", 0) or 0))
-    elif name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device("cuda", d["index"])
+    elif d["name"] == "auto":
+        device = torch.device("cuda", d["index"]) if torch.cuda.is_available() else (
+            torch.device("cpu"))
     else:
         device = torch.device("cpu")
     torch.set_num_threads(threads)
-    return Runtime(device=device, dtype=DTYPES[dtype_name], threads=threads)
+    return Runtime(device=device, dtype=DTYPES[d["dtype"]], threads=threads)
 
 
 def quiet_warnings() -> None:

@@ -15,12 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS
 
 from odecli.errors import ConfigError, SolverError
 from odecli.numerics import aca
+from odecli.numerics.backend import METHODS as METHODS
 
-METHODS: tuple[str, ...] = tuple(SOLVERS)
 FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
               "fixed_adams")
 ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver")
@@ -59,27 +58,23 @@ class SolverSpec:
     @classmethod
     def from_cfg(cls, solver: Mapping[str, Any], gradient: Mapping[str, Any] | None = None
                  ) -> SolverSpec:
-        """Build and validate a spec from plain mappings (Hydra nodes work too)."""
-        solver = dict(solver)
-        gradient = dict(gradient or {"name": "checkpoint"})
-        method = str(solver.get("method", "dopri5"))
-        if method not in METHODS:
-            raise ConfigError(
-                f"unknown solver method '{method}'; choose one of: {', '.join(METHODS)}")
-        spec = cls(method=method)
-        for key in ("rtol", "atol"):
-            value = solver.get(key)
-            if value is None:
-                continue
-            if not _is_number(value) or value <= 0:
-                raise ConfigError(f"solver.{key} must be a positive number, got {value!r}")
-            setattr(spec, key, float(value))
-        step = solver.get("step_size")
-        if step is not None:
-            if not _is_number(step) or step <= 0:
-                raise ConfigError(f"solver.step_size must be a positive number, got {step!r}")
-            spec.step_size = float(step)
-        options = dict(solver.get("options") or {})
+        """Build a spec from the `solver` and `gradient` nodes (Hydra nodes or dicts), checked
+        by odecli.numerics.schema.
+
+        Partial nodes are accepted, e.g. ({"method": "euler"}, {"name": "direct"}) for the
+        ODE-RNN encoder: keys they lack keep this class's values, and no gradient node means
+        gradient=checkpoint. A command's composed config is complete (its schema check says
+        so), so its YAML values are what a run uses.
+        """
+        from odecli.numerics import schema
+
+        s = schema.SOLVER.check(solver, "solver", partial=True)
+        g = schema.GRADIENT.check({"name": "checkpoint"} if gradient is None else gradient,
+                                  "gradient", partial=True)
+        spec = cls(**{k: s[k] for k in ("method", "rtol", "atol", "step_size")
+                      if s.get(k) is not None})
+        method, name = spec.method, g["name"]
+        options = dict(s.get("options") or {})
         allowed = (_SCIPY_OPTIONS if method == "scipy_solver"
                    else _ADAPTIVE_OPTIONS if method in ADAPTIVE else _FIXED_OPTIONS)
         unknown = sorted(set(options) - allowed)
@@ -91,10 +86,6 @@ class SolverSpec:
             if key in options and (not _is_number(options[key]) or options[key] < 0):
                 raise ConfigError(f"solver.options.{key} must be a non-negative number")
         spec.options = options
-        name = str(gradient.get("name", "checkpoint"))
-        if name not in GRADIENTS:
-            raise ConfigError(
-                f"unknown gradient mode '{name}'; choose one of: {', '.join(GRADIENTS)}")
         spec.gradient = name
         if method == "scipy_solver" and name == "direct":
             raise ConfigError("solver=scipy_solver integrates outside torch, so nothing can be "
@@ -106,16 +97,9 @@ class SolverSpec:
             spec.notice = (f"gradient=checkpoint cannot replay {method}"
                            + (" with these options" if method in aca.SUPPORTED else "")
                            + "; using gradient=adjoint")
-        for key in ("rtol", "atol"):
-            value = gradient.get(key)
-            if value is not None and (not _is_number(value) or value <= 0):
-                raise ConfigError(f"gradient.{key} must be a positive number, got {value!r}")
-        spec.adjoint_rtol = _opt_float(gradient.get("rtol"))
-        spec.adjoint_atol = _opt_float(gradient.get("atol"))
-        seminorm = gradient.get("seminorm", False)
-        if not isinstance(seminorm, bool):
-            raise ConfigError(f"gradient.seminorm must be true or false, got {seminorm!r}")
-        spec.seminorm = seminorm
+        spec.adjoint_rtol = g.get("rtol", spec.adjoint_rtol)
+        spec.adjoint_atol = g.get("atol", spec.adjoint_atol)
+        spec.seminorm = g.get("seminorm", spec.seminorm)
         return spec
 
     def torchdiffeq_options(self) -> dict[str, Any] | None:
@@ -212,7 +196,3 @@ def check_finite(value: torch.Tensor, what: str) -> None:
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
         value)
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -1,0 +1,50 @@
+"""Hydra's strings in one place: override keys and values (`key=value`, `+key=value`,
+`~key`), and Hydra's multi-line error texts folded onto one line."""
+
+from __future__ import annotations
+
+import re
+
+
+def key(override: str) -> str:
+    """The dotted key an override sets: '+train.lr=1' -> 'train.lr'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def value(overrides: list[str], name: str) -> str | None:
+    """The last value given for `name`, unquoted, or None."""
+    found = None
+    for o in overrides:
+        if key(o) == name and "=" in o:
+            found = o.split("=", 1)[1].strip().strip("'\"")
+    return found
+
+
+def keys(overrides: list[str]) -> set[str]:
+    return {key(o) for o in overrides}
+
+
+def quote(text: str) -> str:
+    """A Hydra override value quoted so paths with odd characters survive the parser."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    """True when `name` is one of `prefixes` or lies under one (as a key or group)."""
+    return any(name == k or name.startswith(k + ".") or name.startswith(k + "/")
+               for k in prefixes)
+
+
+_WS = re.compile(r"\s*\n\s*")
+
+
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's multi-line messages ('Available options in ...') folded onto one line."""
+    text = str(exc).strip() or type(exc).__name__
+    text = text.split("\nConfig search path", 1)[0].strip()
+    text = re.sub(r"^In '[\w/]+': ", "", text)
+    text = text.replace("\n\nAvailable options", ". Available options")
+    parts = [p for p in _WS.split(text) if p]
+    if len(parts) > 1 and parts[0].endswith(":"):
+        return parts[0] + " " + ", ".join(parts[1:])
+    return "; ".join(parts).replace(":;", ":").replace(".;", ".")

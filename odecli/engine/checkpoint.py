@@ -1,0 +1,114 @@
+"""checkpoint.pt: one format for every command, written atomically, with one compatibility rule.
+
+A checkpoint holds everything a resumed run needs to continue bit for bit where the stopped
+one was (modules, best state, optimiser, schedule, every RNG, counters, history) plus the
+resolved config it was trained with, so `resume=` and `odecli eval` can refuse a config that
+would change what the stored weights mean.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from odecli.engine.rundir import CHECKPOINT, atomic_write_bytes
+from odecli.errors import CheckpointError, one_line
+
+FORMAT = 2
+# Keys a resumed run (or a checkpoint reload) may change: they do not change what was learned.
+RESUMABLE_KEYS = ("resume", "quiet", "train.niters", "train.test_freq", "train.checkpoint_every",
+                  "plots", "device")
+
+
+def save(path: Path, state: Mapping[str, Any]) -> None:
+    """Write atomically: a crash mid-write keeps the previous checkpoint."""
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Load a checkpoint (format 1, written by `odecli train` before the shared engine, is
+    upgraded on the fly); one clear line when it is missing, corrupt or too new."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist (no checkpoint to load)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: "
+                              f"{one_line(exc)}") from None
+    if not isinstance(state, dict) or "config" not in state or (
+            "modules" not in state and "model" not in state):
+        raise CheckpointError(f"checkpoint {path} is not an odecli checkpoint (an odecli run "
+                              f"before the shared engine wrote VAE checkpoints without a "
+                              f"config; such runs cannot be resumed or evaluated)")
+    if int(state.get("format", 1)) > FORMAT:
+        raise CheckpointError(f"checkpoint {path} was written by a newer odecli")
+    return _upgrade(state) if int(state.get("format", 1)) < FORMAT else state
+
+
+def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 (`odecli train` only) -> format 2."""
+    return {
+        "format": FORMAT, "command": old.get("command", "train"),
+        "iteration": old["iteration"], "niters": old.get("niters"),
+        "modules": {"field": old["model"]}, "best": None, "best_iteration": 0,
+        "best_score": None, "optimizer": old.get("optimizer"),
+        "scheduler": old.get("scheduler"),
+        "rng": {"torch": old.get("torch_rng"), "experiment": {"data": old.get("data_rng")}},
+        "config": old["config"], "counters": old.get("counters", {}),
+        "last_loss": old.get("last_loss", float("nan")), "last_extras": {},
+        "last_eval": old.get("last_eval", {}), "last_eval_iteration": old["iteration"],
+        "history": old.get("history", []),
+        "experiment": {"frames": old.get("frames", [])},
+    }
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any],
+                       allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
+    """Keys (outside `allowed` and their subtrees) whose values differ, as 'key: a -> b'."""
+    a, b = _flatten(stored), _flatten(given)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in allowed):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            out.append(f"{key}: {a.get(key, '<unset>')} -> {b.get(key, '<unset>')}")
+    return out
+
+
+def check_compatible(stored: Mapping[str, Any], given: Mapping[str, Any], what: str,
+                     allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+    """Refuse a config that would change what the stored state means."""
+    diffs = config_differences(stored, given, allowed)
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise CheckpointError(f"{what} comes from an incompatible config: {diffs[0]}{more}; "
+                              f"only {', '.join(k for k in allowed if k != 'resume')} may change")
+
+
+def load_modules(modules: Mapping[str, torch.nn.Module], states: Mapping[str, Any],
+                 path: Path | str) -> None:
+    """Load each module's weights; one line when they do not fit the model built here."""
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(states[name])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: "
+                              f"{one_line(exc)}") from None

@@ -1,0 +1,94 @@
+"""What an experiment family plugs into the engine: its step, its evaluation, its figures.
+
+Everything else (the loop, progress, timing, NFE counters, evaluation cadence, best state,
+stop signals, checkpoints, metrics, history, the loss figure) belongs to the engine, so a new
+family is a subclass of `Experiment` and a primary config, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import DictConfig
+
+from odecli.numerics.device import Runtime
+from odecli.numerics.solve import CountingField, SolverSpec
+
+
+class Experiment:
+    """Base class of an experiment family; the engine drives one instance per run.
+
+    Subclasses set the attributes below in `__init__(cfg, run_dir)` and implement the
+    methods. `cfg` is the composed config without the `hydra` node.
+    """
+
+    command: ClassVar[str] = ""  # the CLI command, as written in metrics.json
+    # Keep the state with the lowest evaluation "score" and restore it before the test.
+    track_best: ClassVar[bool] = False
+    evaluate_at_start: ClassVar[bool] = False  # a history row before the first step
+    # History columns drawn in the loss figure's evaluation panel: (key, label).
+    loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    name: str  # system or dataset name (metrics.json `system`, titles, progress bar)
+    opts: dict[str, Any]  # the checked `train` node (engine keys and the family's own)
+    spec: SolverSpec
+    rt: Runtime
+    counter: CountingField  # the field whose evaluations count as NFE
+    citation: str | None = None  # data credit for metrics and figure footers
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+
+    @classmethod
+    def validate(cls, cfg: DictConfig) -> None:
+        """Check a composed config without training or writing anything (sweeps call this for
+        every job before any job runs)."""
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """What a checkpoint stores and the optimiser trains, by name."""
+        raise NotImplementedError
+
+    def rng_state(self) -> dict[str, Any]:
+        """The family's own random generators (the engine saves torch's global one)."""
+        return {}
+
+    def set_rng_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def loss(self, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one random batch, with its graph, and extra numbers for the history
+        (e.g. the ELBO's terms). `iteration` counts from 1."""
+        raise NotImplementedError
+
+    def end_step(self) -> None:
+        """Undo per-step state after the optimiser step or an abandoned step."""
+
+    def evaluate(self) -> dict[str, float]:
+        """History columns of a held-out evaluation; with `track_best`, a "score" (lower is
+        better) that picks the best state."""
+        raise NotImplementedError
+
+    def test(self, last_eval: dict[str, float] | None) -> dict[str, Any]:
+        """Final metrics of the model as it stands (the best state when tracked).
+        `last_eval` is the evaluation of exactly this model when the engine has one."""
+        raise NotImplementedError
+
+    def figures(self, run_dir: Path, history: list[dict[str, Any]],
+                test: dict[str, Any] | None) -> None:
+        """The family's figures (the engine draws loss.png); `test` is None when the test
+        could not run (a failed or abandoned run)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Family state a resumed run needs besides modules and RNGs (e.g. GIF frames)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def on_evaluation(self, iteration: int, evaluation: dict[str, float]) -> None:
+        """Called after each recorded evaluation (e.g. to keep a GIF frame)."""

@@ -1,0 +1,68 @@
+"""Figure plumbing every family shares: headless pyplot, atomic saves, the loss figure.
+
+matplotlib is imported inside the functions (Agg backend) so `odecli --help` stays fast and
+runs work without a display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path, notice: str | None = None) -> None:
+    """Save via a temp name and rename, so a crash never leaves a truncated PNG; a data
+    credit, when given, goes in the footer."""
+    if notice:
+        fig.text(0.5, 0.005, notice, ha="center", va="bottom", fontsize=7, color="0.3")
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    pyplot().close(fig)
+
+
+def _numbers(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [float(v) if isinstance(v, (int, float)) else math.nan
+            for v in (r.get(key) for r in rows)]
+
+
+def loss_figure(path: Path, rows: Sequence[Mapping[str, Any]], title: str,
+                evaluations: Sequence[tuple[str, str]], notice: str | None = None) -> None:
+    """Training loss (left) and the family's evaluation columns (right) against iteration.
+
+    The loss axis is logarithmic only when every loss is positive (a negative ELBO can go
+    below zero); markers keep a one-point series visible.
+    """
+    plt = pyplot()
+    its = [r["iteration"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss = _numbers(rows, "train_loss")
+    left.plot(its, loss, color="tab:green", marker="o", ms=3)
+    if all(v > 0 for v in loss if not math.isnan(v)) and any(not math.isnan(v) for v in loss):
+        left.set_yscale("log")
+    left.set_title("training loss (batch)", fontsize=9)
+    for key, label in evaluations:
+        values = _numbers(rows, key)
+        if any(not math.isnan(v) for v in values):
+            right.plot(its, values, label=label, marker="o", ms=3)
+    right.set_yscale("log")
+    right.set_title("evaluation", fontsize=9)
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path, notice)

@@ -1,0 +1,315 @@
+"""The training engine: one loop, one checkpoint format and one run folder for every command.
+
+An `Experiment` supplies the batch loss, the evaluation and the figures; the engine owns
+the rest: optimiser and schedule, progress bar, timing, NFE counters, the evaluation cadence,
+the best state, SIGINT/SIGTERM (finish the step, or abandon it after 5 s; checkpoint; status
+`interrupted`; exit 130/143), solver failures (`failed: <reason>` + hint, exit 1), figures at
+the end whatever happened, and `resume=` continuing a run bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from odecli.engine import checkpoint, optim, progress, rundir, signals
+from odecli.engine.experiment import Experiment
+from odecli.engine.figures import loss_figure
+from odecli.errors import Interrupted, OdecliError, RunFailed, SolverError
+from odecli.numerics import device as device_mod
+from odecli.numerics.solve import StepAborted, check_finite
+
+log = logging.getLogger("odecli.engine")
+
+
+class Engine:
+    """Trains one experiment in one run folder."""
+
+    def __init__(self, experiment: Experiment, run_dir: Path) -> None:
+        self.exp = experiment
+        self.cfg = experiment.cfg
+        self.run_dir = Path(run_dir)
+        self.opts = experiment.opts
+        params = [p for m in experiment.modules().values() for p in m.parameters()]
+        self.params = params
+        self.optimizer, self.scheduler = optim.build(params, self.opts)
+        self.history = rundir.History(self.run_dir / rundir.HISTORY)
+        self.iteration = 0
+        self.nfe_forward = self.nfe_backward = 0
+        self.train_seconds = 0.0
+        self.last_loss = math.nan
+        self.last_extras: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.last_eval_iteration = -1
+        self.best: dict[str, Any] | None = None
+        self.best_iteration = 0
+        self.best_score = math.inf
+        self._cfg_plain: dict[str, Any] | None = None
+
+    # -- one step ------------------------------------------------------------------------
+    def step(self) -> None:
+        """One optimisation step; an abandoned step leaves every RNG as before it."""
+        exp, counter = self.exp, self.exp.counter
+        saved = (exp.rng_state(), torch.get_rng_state())
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        n0 = counter.nfe
+        try:
+            loss, extras = exp.loss(self.iteration + 1)
+            n1 = counter.nfe
+            check_finite(loss.detach(), "training loss")
+            loss.backward()
+            if self.opts["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.opts["grad_clip"])
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+        except StepAborted:
+            exp.set_rng_state(saved[0])
+            torch.set_rng_state(saved[1])
+            raise
+        finally:
+            exp.end_step()
+        self.nfe_forward += n1 - n0
+        self.nfe_backward += counter.nfe - n1
+        self.last_loss = float(loss.detach())
+        self.last_extras = extras
+        self.iteration += 1
+        self.train_seconds += time.perf_counter() - start
+
+    def record(self) -> None:
+        """Evaluate, append a history row, keep the best state."""
+        ev = self.exp.evaluate()
+        self.last_eval, self.last_eval_iteration = ev, self.iteration
+        # No training loss before the first step: an empty cell, not a NaN that reads as a
+        # diverged run.
+        loss = None if self.iteration == 0 else self.last_loss
+        self.history.append({"iteration": self.iteration, "train_loss": loss,
+                             **self.last_extras, **ev, "nfe_forward": self.nfe_forward,
+                             "nfe_backward": self.nfe_backward,
+                             "seconds": round(self.train_seconds, 4)})
+        if self.exp.track_best and ev["score"] < self.best_score:
+            self.best_score, self.best_iteration = ev["score"], self.iteration
+            self.best = {k: copy.deepcopy(m.state_dict())
+                         for k, m in self.exp.modules().items()}
+        self.exp.on_evaluation(self.iteration, ev)
+        log.info("iter %d  loss %s  %s", self.iteration, "-" if loss is None else f"{loss:.4g}",
+                 "  ".join(f"{k} {v:.4g}" for k, v in ev.items()
+                           if isinstance(v, float) and not k.startswith("nfe")))
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train to train.niters, evaluating every train.test_freq; returns the metrics.
+
+        SIGINT/SIGTERM finish the current step, then checkpoint, write `status: interrupted`
+        and the figures, and raise `Interrupted` (exit 130/143); `resume=` continues the run.
+        """
+        o, exp = self.opts, self.exp
+        start_wall = time.perf_counter()
+        status, reason, hint = "ok", None, None
+        every = o["checkpoint_every"]
+        with signals.stop_signals() as stop:
+            exp.counter.abort = stop.overdue
+            try:
+                with progress.progress(o["niters"], f"{exp.command} {exp.name}",
+                                       bool(self.cfg.get("quiet", False)),
+                                       start=self.iteration) as bar:
+                    if self.iteration == 0 and exp.evaluate_at_start:
+                        self.record()
+                    while self.iteration < o["niters"] and not stop:
+                        self.step()
+                        last = self.iteration == o["niters"]
+                        if self.iteration % o["test_freq"] == 0 or last:
+                            self.record()
+                        if every and self.iteration % every == 0 and not last:
+                            self.save_checkpoint()
+                        bar.update(self.iteration, loss=self.last_loss,
+                                   **self._progress_fields())
+            except SolverError as exc:
+                status, reason, hint = "failed", str(exc), exc.hint
+                log.error("run failed at iteration %d: %s (%s)", self.iteration, exc, exc.hint)
+            except StepAborted:
+                log.warning("%s: step %d did not finish within %.0f s; abandoned", stop.name,
+                            self.iteration + 1, signals.STEP_GRACE_SECONDS)
+            if stop and status == "ok" and self.iteration < o["niters"]:
+                status, reason = "interrupted", stop.name
+                log.warning("%s at iteration %d: writing a checkpoint", stop.name,
+                            self.iteration)
+            metrics = self.finish(status, reason, hint, start_wall)
+            exp.counter.abort = None
+        if status == "interrupted":
+            assert stop.signum is not None
+            raise Interrupted(f"interrupted by {stop.name} at iteration {self.iteration} of "
+                              f"{o['niters']}; checkpoint saved, continue with: "
+                              f"{metrics['resume']}", stop.signum, str(self.run_dir))
+        return metrics
+
+    def _progress_fields(self) -> dict[str, Any]:
+        ev = self.last_eval
+        key = "score" if "score" in ev else "error_rel"
+        return {("held_out" if key == "score" else "err"): ev.get(key, math.nan),
+                "nfe": self.exp.counter.nfe}
+
+    def finish(self, status: str, reason: str | None, hint: str | None, start_wall: float
+               ) -> dict[str, Any]:
+        """Checkpoint, then the test of the final (or best) model, figures and metrics;
+        metrics last, so `ok` means everything is there. A stopped or failed run records its
+        status before the figures, which a diverged field can make slow."""
+        self.save_checkpoint()
+        if self.best is not None:
+            checkpoint.load_modules(self.exp.modules(), self.best, "best state")
+        test: dict[str, Any] | None = None
+        if status != "failed":
+            current = self.last_eval_iteration == self.iteration and (
+                self.best is None or self.best_iteration == self.iteration)
+            try:
+                test = self.exp.test(dict(self.last_eval) if current else None)
+            except (SolverError, StepAborted) as exc:
+                if status == "ok":
+                    status, reason = "failed", str(exc)
+                    hint = getattr(exc, "hint", None)
+        metrics = self.metrics(status, reason, hint, test or {}, start_wall)
+        if status != "ok":
+            rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        if bool(self.cfg.plots.get("enabled", True)):
+            try:
+                self.figures(test)
+            except Exception as exc:  # a figure must never lose a trained model's metrics
+                log.warning("figures failed: %s", exc)
+                metrics["figures_error"] = str(exc)
+        rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        return metrics
+
+    def figures(self, test: dict[str, Any] | None) -> None:
+        exp = self.exp
+        if self.history.rows:
+            loss_figure(self.run_dir / "loss.png", self.history.rows,
+                        f"{exp.command} {exp.name}", exp.loss_figure_columns, exp.citation)
+        exp.figures(self.run_dir, self.history.rows, test)
+
+    def metrics(self, status: str, reason: str | None, hint: str | None,
+                test: dict[str, Any], start_wall: float) -> dict[str, Any]:
+        """metrics.json: the same names for every command, then the family's test results."""
+        exp, its = self.exp, max(self.iteration, 1)
+        label = {"ok": "ok", "interrupted": "interrupted"}.get(status, f"failed: {reason}")
+        test = dict(test)
+        nfe_eval = test.pop("nfe_eval", None)
+        m: dict[str, Any] = {
+            "status": label, "command": exp.command, "system": exp.name,
+            "iterations": self.iteration, "niters": self.opts["niters"],
+            "final_loss": self.last_loss, **test,
+            "nfe_forward_per_iter": self.nfe_forward / its,
+            "nfe_backward_per_iter": self.nfe_backward / its,
+            "nfe_eval": nfe_eval,
+            "wall_seconds": time.perf_counter() - start_wall,
+            "train_seconds": self.train_seconds,
+            "seconds_per_iter": self.train_seconds / its,
+            "peak_memory_mb": rundir.peak_memory_mb(exp.rt.device),
+            "device": str(exp.rt.device), "gradient": exp.spec.gradient,
+            "solver": exp.spec.method,
+            "environment": rundir.environment(exp.rt.device, exp.rt.dtype, exp.rt.threads),
+        }
+        if exp.track_best:
+            m["best_iteration"] = self.best_iteration
+        if exp.citation:
+            m["data_license"] = exp.citation
+        if status == "interrupted":
+            m["interrupted_by"] = reason
+            m["resume"] = f"odecli {exp.command} resume={self.run_dir}"
+        if hint:
+            m["hint"] = hint
+        return m
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def config_plain(self) -> dict[str, Any]:
+        """The resolved config as plain containers (computed once: checkpoints reuse it)."""
+        if self._cfg_plain is None:
+            self._cfg_plain = OmegaConf.to_container(self.cfg, resolve=True)  # type: ignore
+        return self._cfg_plain
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        return {
+            "format": checkpoint.FORMAT, "command": self.exp.command,
+            "iteration": self.iteration, "niters": self.opts["niters"],
+            "modules": {k: m.state_dict() for k, m in self.exp.modules().items()},
+            "best": self.best, "best_iteration": self.best_iteration,
+            "best_score": self.best_score,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "rng": {"torch": torch.get_rng_state(), "experiment": self.exp.rng_state()},
+            "config": self.config_plain(),
+            "counters": {"nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
+                         "train_seconds": self.train_seconds, "nfe": self.exp.counter.nfe},
+            "last_loss": self.last_loss, "last_extras": dict(self.last_extras),
+            "last_eval": dict(self.last_eval),
+            "last_eval_iteration": self.last_eval_iteration,
+            "history": [dict(r) for r in self.history.rows],
+            "experiment": self.exp.extra_state(),
+        }
+
+    def save_checkpoint(self) -> None:
+        checkpoint.save(self.run_dir / rundir.CHECKPOINT, self.state())
+
+    def resume(self, path: Path) -> None:
+        """Restore everything `state()` wrote; refuses a corrupt or incompatible one."""
+        state = checkpoint.read(path)
+        checkpoint.check_compatible(state["config"], self.config_plain(), f"checkpoint {path}")
+        checkpoint.load_modules(self.exp.modules(), state["modules"], path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+                if int(state.get("niters") or self.opts["niters"]) != self.opts["niters"]:
+                    optim.stretch_schedule(self.optimizer, self.scheduler, self.opts)
+            torch.set_rng_state(state["rng"]["torch"])
+            self.exp.set_rng_state(state["rng"]["experiment"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise OdecliError(f"checkpoint {path} cannot be restored: {exc}") from None
+        c = state["counters"]
+        self.iteration = int(state["iteration"])
+        self.nfe_forward, self.nfe_backward = int(c["nfe_forward"]), int(c["nfe_backward"])
+        self.train_seconds = float(c["train_seconds"])
+        self.exp.counter.nfe = int(c["nfe"])
+        self.last_loss = float(state["last_loss"])
+        self.last_extras = dict(state.get("last_extras") or {})
+        self.last_eval = dict(state["last_eval"])
+        self.last_eval_iteration = int(state.get("last_eval_iteration", -1))
+        self.best, self.best_iteration = state.get("best"), int(state.get("best_iteration", 0))
+        self.best_score = float(state.get("best_score") or math.inf)
+        self.history.rows = [dict(r) for r in state["history"]]
+        self.history.flush()
+        self.exp.load_extra_state(state.get("experiment") or {})
+        log.info("resumed at iteration %d of %d", self.iteration, self.opts["niters"])
+
+
+def run(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build the experiment, restore `resume=`'s checkpoint, train, write the run folder;
+    raises RunFailed (exit 1) when the run failed, after its folder records why."""
+    device_mod.quiet_warnings()
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    engine = Engine(experiment_cls(cfg, run_dir), run_dir)
+    if cfg.get("resume"):
+        engine.resume(Path(run_dir) / rundir.CHECKPOINT)
+    metrics = engine.run()
+    if metrics["status"] != "ok":
+        raise RunFailedWithMetrics(metrics)
+    return metrics
+
+
+class RunFailedWithMetrics(RunFailed):
+    """A run that stopped on a solver failure; metrics.json already records it."""
+
+    exit_code = 1
+
+    def __init__(self, metrics: dict[str, Any]) -> None:
+        hint = metrics.get("hint")
+        super().__init__(metrics["status"] + (f" (hint: {hint})" if hint else ""))
+        self.metrics = metrics

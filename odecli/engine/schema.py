@@ -1,0 +1,36 @@
+"""The training-engine keys every command shares, checked by one schema.
+
+Every command's `train` node extends `TRAIN` (odecli.dynamics.schema, odecli.latent.schema),
+so an optimiser, a schedule or a checkpoint interval means the same and is checked the same
+way in `train`, `spiral-vae` and `ecg-vae`. `RUN` holds the top-level keys they share.
+"""
+
+from __future__ import annotations
+
+from odecli.fields import Bool, Choice, Float, Int, Rule, Schema, Str
+
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")  # mapped to torch in odecli.engine.optim
+SCHEDULES = ("constant", "cosine")
+
+TRAIN = Schema(
+    {
+        "niters": Int(1),
+        "batch_size": Int(1),
+        "test_freq": Int(1),           # evaluate every N iterations
+        "checkpoint_every": Int(0),    # 0: only at the end
+        "optimizer": Choice(*OPTIMIZERS),
+        "lr": Float(0, low_open=True),
+        "lr_min": Float(0),            # where the cosine schedule ends
+        "schedule": Choice(*SCHEDULES),
+        "weight_decay": Float(0),
+        "grad_clip": Float(0, low_open=True, nullable=True),  # null: no clipping
+    },
+    rules=[Rule(lambda v: v["lr_min"] <= v["lr"],
+                "{p}lr_min ({lr_min:g}) must lie between 0 and {p}lr ({lr:g})")],
+)
+
+RUN = Schema({
+    "seed": Int(0),   # numpy's generators refuse negative seeds
+    "quiet": Bool(),  # true: no progress bar or summary
+    "resume": Str(nullable=True),  # a run folder to continue (every command resumes)
+})
