@@ -121,12 +121,16 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture
 def saved_figures(monkeypatch):
-    """Every figure the report saves, by file name (to see what it drew)."""
+    """Every figure the report saves, by final file name (to see what it drew); figures are
+    written to a hidden temp name and renamed, so '.report_loss.tmp.png' -> 'report_loss.png'."""
     saved: dict[str, matplotlib.figure.Figure] = {}
     original = matplotlib.figure.Figure.savefig
 
     def savefig(self, fname, *args, **kwargs):
-        saved[Path(fname).name] = self
+        name = Path(fname).name
+        if name.startswith(".") and ".tmp" in name:
+            name = name[1:].replace(".tmp", "")
+        saved[name] = self
         return original(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odecli.cli import overrides
 from odecli.engine import rundir as runs
+from odecli.engine.figures import pyplot, save
 from odecli.errors import OdecliError
 
 # Old name -> current name, per file. Folders written before the three commands shared one
@@ -159,8 +161,7 @@ def load_run(path: Path) -> Run:
     config = _yaml(path / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
     for o in _yaml(path / ".hydra" / "overrides.yaml") or []:
-        key, _, value = str(o).partition("=")
-        key = key.lstrip("+~")
+        key, value = overrides.key(str(o)), str(o).partition("=")[2]
         if not key.startswith(IGNORED_PREFIXES):
             run.overrides[key] = value
     metrics_path = path / runs.METRICS
@@ -329,11 +330,9 @@ def loss_curves(items: list[Run]) -> dict[str, dict[int, float]]:
 def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[Path]:
     """Error per configuration (seeds as dots, mean and std across seeds) and loss curves
     overlaid (mean line and std band where seeds were swept)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     groups: dict[str, list[Run]] = {}
     for r in items:
@@ -393,11 +392,8 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
     return path
 
 

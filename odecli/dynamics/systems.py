@@ -163,7 +163,7 @@ def _nonlinear(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
     return GatedField(_matrix(s["A2"]), _matrix(s["B2"]), centre), False
 
 
-def _mlp(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+def _random_mlp(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
     field = RandomMLPField(s["widths"], s["matrix_seed"], s["gain"])
     return field.to(torch.float64), True
 
@@ -175,7 +175,7 @@ REGISTRY: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, bool]]] = {
     "lotka": _lotka,
     "lotka_linear": _lotka_linear,
     "nonlinear": _nonlinear,
-    "mlp": _mlp,
+    "mlp": _random_mlp,
 }
 
 

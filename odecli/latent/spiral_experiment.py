@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from odecli.latent import schema
 from odecli.latent.masks import anchored_windows, partial_windows
 from odecli.latent.spirals import make_spirals, spiral_baselines
-from odecli.latent.vae import Batch, VAEExperiment, mean_score, mse
+from odecli.latent.vae import MaskedBatch, VAEExperiment, mean_score, mse
 
 
 class SpiralVAE(VAEExperiment):
@@ -45,13 +45,13 @@ class SpiralVAE(VAEExperiment):
         settings = cls.check(cfg)
         make_spirals(settings["data"], settings["seed"])
 
-    def sample_batch(self) -> Batch:
+    def sample_batch(self) -> MaskedBatch:
         o, data = self.opts, self.data
         pick = self.rng.choice(data.train, size=min(o["batch_size"], len(data.train)),
                                replace=False)
         x, m, a = partial_windows(self.xw[pick], self.mw[pick], self.rng, o["partial_share"],
                                   o["partial_min"])
-        return Batch(x=self.tensor(x), mask=self.mask_tensor(m),
+        return MaskedBatch(x=self.tensor(x), mask=self.mask_tensor(m),
                      target=self.tensor(self.xw[pick]),
                      target_mask=self.mask_tensor(self.mw[pick]),
                      anchor=torch.as_tensor(a, device=self.rt.device))

@@ -26,7 +26,7 @@ log = logging.getLogger("odecli.latent")
 
 
 @dataclass
-class Batch:
+class MaskedBatch:
     x: torch.Tensor  # encoder input (B, T, D)
     mask: torch.Tensor  # which inputs the encoder sees (B, T)
     target: torch.Tensor  # what the likelihood scores (B, T, D)
@@ -88,7 +88,7 @@ class VAEExperiment(Experiment):
     def set_rng_state(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = state["batches"]
 
-    def sample_batch(self) -> Batch:
+    def sample_batch(self) -> MaskedBatch:
         raise NotImplementedError
 
     def loss(self, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
