@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from odecli.latent import ecg_data, schema
 from odecli.latent.masks import edge_mask, gap_mask, random_subset
-from odecli.latent.vae import Batch, VAEExperiment, mean_score, mse
+from odecli.latent.vae import MaskedBatch, VAEExperiment, mean_score, mse
 
 ECG_TASKS = schema.TASKS  # the order of tasks.weights
 TITLES = {
@@ -99,18 +99,18 @@ class EcgVAE(VAEExperiment):
         cls.check(cfg)
         ecg_data.load_beats(cfg.data)
 
-    def sample_batch(self) -> Batch:
+    def sample_batch(self) -> MaskedBatch:
         rng, paths = self.rng, self.train_paths
         pick = rng.choice(len(paths), size=min(self.opts["batch_size"], len(paths)),
                           replace=False)
         kinds = rng.choice(len(ECG_TASKS), size=len(pick), p=self.weights)
         rows = [task_inputs(ECG_TASKS[k], paths[i], self.tasks, rng)
                 for i, k in zip(pick, kinds, strict=True)]
-        return Batch(x=self.tensor(np.stack([r[0] for r in rows])),
-                     mask=self.mask_tensor(np.stack([r[1] for r in rows])),
-                     target=self.tensor(paths[pick]),
-                     target_mask=self.mask_tensor(
-                         np.broadcast_to(self.ones, (len(pick), len(self.ones)))))
+        return MaskedBatch(x=self.tensor(np.stack([r[0] for r in rows])),
+                           mask=self.mask_tensor(np.stack([r[1] for r in rows])),
+                           target=self.tensor(paths[pick]),
+                           target_mask=self.mask_tensor(
+                               np.broadcast_to(self.ones, (len(pick), len(self.ones)))))
 
     @torch.no_grad()
     def predict(self, x: np.ndarray, mask: np.ndarray, chunk: int = 512) -> np.ndarray:
