@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg, needs_record
+from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg
 from test_training import make, trainer
 
 from odecli.cli.configs_index import config_dir
@@ -53,7 +53,7 @@ def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, g
 @pytest.mark.parametrize("name,tiny,keys", [
     ("spiral_vae", TINY_SPIRAL, ("reconstruction_mse", "extrapolation_forward_mse")),
     pytest.param("ecg_vae", TINY_ECG, ("reconstruction_mse", "gap_mse",
-                                       "extrapolation_right_mse"), marks=needs_record),
+                                       "extrapolation_right_mse")),
 ])
 def test_vae_command_is_the_same_on_cuda(tmp_path: Path, name, tiny, keys):
     experiment = SpiralVAE if name == "spiral_vae" else EcgVAE

@@ -21,9 +21,6 @@ from odecli.numerics.solve import SolverSpec, solve
 
 REPO = Path(__file__).resolve().parent.parent
 ECG_DIR = REPO / "tests" / "data"  # MIT-BIH record 100 excerpt (mitdb/100.*), in the repo
-# The excerpt ships with the tests, so this skips nothing (a missing excerpt fails the tests);
-# it stays only as a label for the decorators below and test_cuda's import.
-needs_record = pytest.mark.skipif(False, reason="the ECG excerpt is in tests/data")
 
 TINY_SPIRAL = ["quiet=true", "data.n_spirals=24", "data.n_points=30", "train.batch_size=12",
                "train.niters=4", "train.test_freq=2", "model.latent_dim=2",
@@ -223,7 +220,6 @@ def test_solver_blow_up_is_recorded_and_raised(tmp_path: Path) -> None:
     assert metrics["status"].startswith("failed: ") and metrics["hint"]
 
 
-@needs_record
 def test_ecg_vae_end_to_end(tmp_path: Path) -> None:
     cfg = compose_cfg("ecg_vae", TINY_ECG)
     metrics = run_ecg_vae(cfg, tmp_path)
@@ -241,7 +237,6 @@ def test_ecg_vae_end_to_end(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file(), name
 
 
-@needs_record
 def test_ecg_vae_runs_in_a_joblib_worker(tmp_path: Path) -> None:
     joblib = pytest.importorskip("joblib")
     cfg = compose_cfg("ecg_vae", TINY_ECG + ["train.niters=2", "plots.enabled=false"])
@@ -273,14 +268,12 @@ def test_bad_config_values(override: str, message: str) -> None:
     ("data.lead=V9", "lead 'V9'"),
     ("data.record=999", "not found"),
 ])
-@needs_record
 def test_bad_ecg_values_fail_before_training(override: str, message: str) -> None:
     cfg = compose_cfg("ecg_vae", [f"data.dir={ECG_DIR}", override])
     with pytest.raises(OdecliError, match=message):
         EcgVAE.validate(cfg)
 
 
-@needs_record
 def test_ecg_bad_input_through_the_runner(tmp_path: Path) -> None:
     cfg = compose_cfg("ecg_vae", TINY_ECG + ["data.beat_types=[Q]"])
     with pytest.raises(OdecliError, match="no beats"):
