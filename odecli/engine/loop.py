@@ -175,7 +175,9 @@ class Engine:
                 if status == "ok":
                     status, reason = "failed", str(exc)
                     hint = getattr(exc, "hint", None)
-        metrics = self.metrics(status, reason, hint, test or {}, start_wall)
+        # Without a test (a failed run), the last evaluation says how far it got.
+        shown = test if test is not None else dict(self.last_eval)
+        metrics = run_metrics(self, status, reason, hint, shown, start_wall)
         if status != "ok":
             rundir.write_json(self.run_dir / rundir.METRICS, metrics)
         if bool(self.cfg.plots.get("enabled", True)):
@@ -193,39 +195,6 @@ class Engine:
             loss_figure(self.run_dir / "loss.png", self.history.rows,
                         f"{exp.command} {exp.name}", exp.loss_figure_columns, exp.citation)
         exp.figures(self.run_dir, self.history.rows, test)
-
-    def metrics(self, status: str, reason: str | None, hint: str | None,
-                test: dict[str, Any], start_wall: float) -> dict[str, Any]:
-        """metrics.json: the same names for every command, then the family's test results."""
-        exp, its = self.exp, max(self.iteration, 1)
-        label = {"ok": "ok", "interrupted": "interrupted"}.get(status, f"failed: {reason}")
-        test = dict(test)
-        nfe_eval = test.pop("nfe_eval", None)
-        m: dict[str, Any] = {
-            "status": label, "command": exp.command, "system": exp.name,
-            "iterations": self.iteration, "niters": self.opts["niters"],
-            "final_loss": self.last_loss, **test,
-            "nfe_forward_per_iter": self.nfe_forward / its,
-            "nfe_backward_per_iter": self.nfe_backward / its,
-            "nfe_eval": nfe_eval,
-            "wall_seconds": time.perf_counter() - start_wall,
-            "train_seconds": self.train_seconds,
-            "seconds_per_iter": self.train_seconds / its,
-            "peak_memory_mb": rundir.peak_memory_mb(exp.rt.device),
-            "device": str(exp.rt.device), "gradient": exp.spec.gradient,
-            "solver": exp.spec.method,
-            "environment": rundir.environment(exp.rt.device, exp.rt.dtype, exp.rt.threads),
-        }
-        if exp.track_best:
-            m["best_iteration"] = self.best_iteration
-        if exp.citation:
-            m["data_license"] = exp.citation
-        if status == "interrupted":
-            m["interrupted_by"] = reason
-            m["resume"] = f"odecli {exp.command} resume={self.run_dir}"
-        if hint:
-            m["hint"] = hint
-        return m
 
     # -- checkpoints -----------------------------------------------------------------------
     def config_plain(self) -> dict[str, Any]:
@@ -288,6 +257,40 @@ class Engine:
         self.history.flush()
         self.exp.load_extra_state(state.get("experiment") or {})
         log.info("resumed at iteration %d of %d", self.iteration, self.opts["niters"])
+
+
+def run_metrics(engine: Engine, status: str, reason: str | None, hint: str | None,
+                test: dict[str, Any], start_wall: float) -> dict[str, Any]:
+    """metrics.json: the same names for every command, then the family's test results."""
+    exp, its = engine.exp, max(engine.iteration, 1)
+    label = {"ok": "ok", "interrupted": "interrupted"}.get(status, f"failed: {reason}")
+    test = dict(test)
+    nfe_eval = test.pop("nfe_eval", None)
+    m: dict[str, Any] = {
+        "status": label, "command": exp.command, "system": exp.name,
+        "iterations": engine.iteration, "niters": engine.opts["niters"],
+        "final_loss": engine.last_loss, **test,
+        "nfe_forward_per_iter": engine.nfe_forward / its,
+        "nfe_backward_per_iter": engine.nfe_backward / its,
+        "nfe_eval": nfe_eval,
+        "wall_seconds": time.perf_counter() - start_wall,
+        "train_seconds": engine.train_seconds,
+        "seconds_per_iter": engine.train_seconds / its,
+        "peak_memory_mb": rundir.peak_memory_mb(exp.rt.device),
+        "device": str(exp.rt.device), "gradient": exp.spec.gradient,
+        "solver": exp.spec.method,
+        "environment": rundir.environment(exp.rt.device, exp.rt.dtype, exp.rt.threads),
+    }
+    if exp.track_best:
+        m["best_iteration"] = engine.best_iteration
+    if exp.citation:
+        m["data_license"] = exp.citation
+    if status == "interrupted":
+        m["interrupted_by"] = reason
+        m["resume"] = f"odecli {exp.command} resume={engine.run_dir}"
+    if hint:
+        m["hint"] = hint
+    return m
 
 
 def run(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
