@@ -278,3 +278,14 @@ def test_ecg_bad_input_through_the_runner(tmp_path: Path) -> None:
     cfg = compose_cfg("ecg_vae", TINY_ECG + ["data.beat_types=[Q]"])
     with pytest.raises(OdecliError, match="no beats"):
         run_ecg_vae(cfg, tmp_path / "run")
+
+
+def test_validation_score_ignores_a_task_with_nothing_to_score() -> None:
+    # One NaN task (e.g. no held-out points behind a window) must not make every score NaN,
+    # which would stop the run from ever keeping a best state (both VAEs share this score).
+    from odecli.latent.vae import mean_score, mse
+
+    empty = mse(np.zeros((2, 3, 2)), np.ones((2, 3, 2)), np.zeros((2, 3), dtype=bool))
+    assert math.isnan(empty)
+    assert mean_score({"val_a_mse": 0.2, "val_b_mse": empty, "val_c_mse": 0.4}) == \
+        pytest.approx(0.3)
