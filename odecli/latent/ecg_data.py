@@ -6,6 +6,8 @@ cause (missing or corrupt files, a lead that does not exist, no beats, no networ
 `OdecliError` line. The package holds no ECG data: it is read from where the user keeps it (the
 tests carry a five-minute excerpt of MIT-BIH record 100 under tests/data/mitdb, with its notice).
 Whatever is read is credited by `attribution`: MIT-BIH's citation only for MIT-BIH records.
+`data` is always the `data:` node as odecli.latent.schema.ECG_DATA checked it (every key, in
+range; defaults only in configs/ecg_vae.yaml): nothing here repeats a default or a range rule.
 """
 
 from __future__ import annotations
@@ -22,11 +24,9 @@ from typing import Any
 import numpy as np
 
 from odecli.engine.rundir import atomic_write_bytes
-from odecli.errors import ConfigError, OdecliError, one_line
+from odecli.errors import OdecliError, one_line
 
-ENV_DIR = "ODECLI_ECG_DIR"
-DEFAULT_CACHE = Path("~/.cache/odecli/ecg")
-DEFAULT_BASE_URL = "https://physionet.org/files"
+ENV_DIR = "ODECLI_ECG_DIR"  # the records' folder when data.dir is null
 DETECTOR_FS = 360.0  # XQRS is tuned for MIT-BIH rates and misses peaks well above this
 LICENSE_NOTICE = (  # MIT-BIH's citation: credited only for MIT-BIH records (attribution)
     "Data: MIT-BIH Arrhythmia Database (Moody & Mark 2001; Goldberger et al. 2000), "
@@ -87,23 +87,20 @@ class Beats:
 def locate_record(data: Mapping[str, Any]) -> Path:
     """Find the record's base path (no extension): data.dir, $ODECLI_ECG_DIR, cache, download.
 
-    An explicit folder is never second-guessed: if the record is not there, that is an error,
-    not a reason to go online.
+    `data` is the checked `data:` node (see the module docstring). An explicit folder is never
+    second-guessed: if the record is not there, that is an error, not a reason to go online.
     """
     return _locate(data)[0]
 
 
 def _locate(data: Mapping[str, Any]) -> tuple[Path, str | None]:
     """locate_record, and the PhysioNet database when the record came from its download cache."""
-    record = str(data.get("record", "100"))
-    db = str(data.get("db", "mitdb"))
-    explicit = data.get("dir")
-    source = "data.dir"
+    record, db = data["record"], data["db"]
+    explicit, source = data["dir"], "data.dir"
     if explicit in (None, ""):
-        explicit = os.environ.get(ENV_DIR) or None
-        source = ENV_DIR
+        explicit, source = os.environ.get(ENV_DIR) or None, ENV_DIR
     if explicit is not None:
-        folder = Path(str(explicit)).expanduser()
+        folder = Path(explicit).expanduser()
         if not folder.is_dir():
             raise OdecliError(f"{source} '{folder}' is not a folder")
         for candidate in (folder / record, folder / db / record):
@@ -116,22 +113,18 @@ def _locate(data: Mapping[str, Any]) -> tuple[Path, str | None]:
 
 
 def _cached_or_download(data: Mapping[str, Any], record: str, db: str) -> Path:
-    version = str(data.get("db_version", "1.0.0"))
-    cache = Path(str(data.get("cache_dir") or DEFAULT_CACHE)).expanduser() / db / version
-    annotation = data.get("annotation", "atr")
-    names = [f"{record}.hea", f"{record}.dat"]
-    if annotation:
-        names.append(f"{record}.{annotation}")
+    """The record from the download cache, downloading (and verifying) what is missing."""
+    version, annotation = data["db_version"], data["annotation"]
+    names = [f"{record}.{ext}" for ext in ("hea", "dat", annotation) if ext]
+    cache = Path(data["cache_dir"]).expanduser() / db / version
     known = SHA256.get((db, version, record), {})
     if all((cache / n).is_file() for n in names[:2]) and all(
             _sha256(cache / n) == known[n] for n in names if n in known and (cache / n).is_file()):
         return cache / record
-    if not bool(data.get("download", True)):
-        raise OdecliError(
-            f"record '{record}' is not cached and data.download=false; "
-            + _POINT_AT.format(files=", ".join(names)))
-    base = str(data.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-    timeout = float(data.get("timeout", 30))
+    if not data["download"]:
+        raise OdecliError(f"record '{record}' is not cached and data.download=false; "
+                          + _POINT_AT.format(files=", ".join(names)))
+    base, timeout = data["base_url"].rstrip("/"), data["timeout"]
     cache.mkdir(parents=True, exist_ok=True)
     for name in names:
         url = f"{base}/{db}/{version}/{name}"
@@ -207,12 +200,10 @@ def attribution(data: Mapping[str, Any], base: Path, physionet_db: str | None = 
     MIT-BIH's citation (LICENSE_NOTICE) goes only to MIT-BIH records: downloaded or cached from
     PhysioNet's `mitdb`, or local ones that `is_mitdb` recognises. Any other record is named,
     with a note to set data.citation, rather than credited to a database it may not be from.
+    (The schema has already refused an empty or non-text data.citation.)
     """
-    citation = data.get("citation")
+    citation = data["citation"]
     if citation is not None:
-        if not isinstance(citation, str) or not citation.strip():
-            raise ConfigError("data.citation must be non-empty text, or null to derive it "
-                              "from the record")
         return citation.strip()
     if physionet_db == "mitdb" or (physionet_db is None and is_mitdb(base)):
         return LICENSE_NOTICE
@@ -346,10 +337,8 @@ def split_indices(n: int, fractions: Sequence[float], gap: int = 1) -> dict[str,
     """Contiguous train/val/test blocks by beat order, `gap` beats dropped at each border.
 
     Neighbouring windows can overlap in time; dropping the border beats keeps every sample of a
-    held-out beat out of training.
+    held-out beat out of training. `fractions`: three, >= 0, not all zero (the schema's rule).
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ConfigError("data.split must be three non-negative fractions (train, val, test)")
     total = float(sum(fractions))
     a = int(round(n * fractions[0] / total))
     b = int(round(n * (fractions[0] + fractions[1]) / total))
@@ -378,27 +367,23 @@ def extract_beats(sig: Signal, peaks: np.ndarray, before: float, after: float, n
 
 
 def load_beats(data: Mapping[str, Any]) -> Beats:
-    """The whole pipeline of `data.*`: locate, read, find R-peaks, cut, transform, split."""
-    before, after = float(data.get("before", 0.25)), float(data.get("after", 0.45))
-    n_points = data.get("n_points", 100)
-    if before < 0 or after <= 0 or before + after <= 0:
-        raise ConfigError("data.before must be >= 0 and data.after > 0 (seconds)")
-    if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 8:
-        raise ConfigError(f"data.n_points must be an integer >= 8, got {n_points!r}")
+    """The whole pipeline of `data.*`: locate, read, find R-peaks, cut, transform, split.
+
+    Only what the record itself can tell is refused here: the schema checked the config.
+    """
     base, physionet_db = _locate(data)
-    annotation = data.get("annotation", "atr") or None
-    sig = read_signal(base, data.get("lead", 0), annotation)
-    beat_types = data.get("beat_types", ["N"])
+    annotation = data["annotation"] or None
+    sig = read_signal(base, data["lead"], annotation)
+    beat_types = data["beat_types"]
     peaks, source = r_peaks(sig, list(beat_types) if beat_types else None,
                             use_annotations=annotation is not None)
     if len(peaks) == 0:
         kinds = f" of type(s) {', '.join(beat_types)}" if source == "annotations" else ""
         raise OdecliError(f"no beats{kinds} found in record '{sig.name}' ({source})")
-    t, raw, peaks = extract_beats(sig, np.sort(peaks), before, after, n_points)
-    max_beats = data.get("max_beats")
-    if max_beats:
-        raw, peaks = raw[: int(max_beats)], peaks[: int(max_beats)]
-    split = split_indices(len(raw), list(data.get("split", (0.7, 0.15, 0.15))))
+    t, raw, peaks = extract_beats(sig, np.sort(peaks), data["before"], data["after"],
+                                  data["n_points"])
+    raw, peaks = raw[:data["max_beats"]], peaks[:data["max_beats"]]  # null: every beat
+    split = split_indices(len(raw), data["split"])
     if min(len(v) for v in split.values()) < 1:
         raise OdecliError(
             f"record '{sig.name}' has only {len(raw)} complete beat window(s); need enough for "
@@ -409,30 +394,4 @@ def load_beats(data: Mapping[str, Any]) -> Beats:
     return Beats(t=t, raw=raw, paths=scale_paths(paths, lo, hi), peaks=peaks, split=split,
                  scale=(lo, hi), source=source, fs=sig.fs, signal_length=len(sig.values),
                  record=sig.name, lead=sig.lead, citation=attribution(data, base, physionet_db))
-
-
-# ---------------------------------------------------------------------------- baselines
-
-def mean_beat_baseline(train_paths: np.ndarray, n: int) -> np.ndarray:
-    """The mean training beat (windows are R-peak aligned), repeated for n beats."""
-    mean = np.asarray(train_paths).mean(axis=0)
-    return np.broadcast_to(mean, (n, *mean.shape)).copy()
-
-
-def last_value_baseline(observed: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Hold the nearest observed value: forward past the last one, backward before the first.
-
-    Between observations the most recent earlier value is held, so for a prefix this is
-    "repeat the last observed value" and for a suffix "repeat the first observed value".
-    """
-    observed, mask = np.asarray(observed), np.asarray(mask, dtype=bool)
-    out = np.empty_like(observed)
-    for i in range(observed.shape[0]):
-        idx = np.flatnonzero(mask[i])
-        if idx.size == 0:
-            out[i] = 0.0
-            continue
-        pos = np.searchsorted(idx, np.arange(mask.shape[1]), side="right") - 1
-        out[i] = observed[i, idx[np.clip(pos, 0, None)]]
-    return out
 

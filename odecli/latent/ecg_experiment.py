@@ -70,14 +70,40 @@ def make_task_set(paths: np.ndarray, tasks: Mapping[str, Any], seed: int) -> Tas
     return out
 
 
+def mean_beat_baseline(train_paths: np.ndarray, n: int) -> np.ndarray:
+    """The mean training beat (windows are R-peak aligned), repeated for n beats."""
+    mean = np.asarray(train_paths).mean(axis=0)
+    return np.broadcast_to(mean, (n, *mean.shape)).copy()
+
+
+def last_value_baseline(observed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Hold the nearest observed value: forward past the last one, backward before the first.
+
+    Between observations the most recent earlier value is held, so for a prefix this is
+    "repeat the last observed value" and for a suffix "repeat the first observed value".
+    """
+    observed, mask = np.asarray(observed), np.asarray(mask, dtype=bool)
+    out = np.empty_like(observed)
+    for i in range(observed.shape[0]):
+        idx = np.flatnonzero(mask[i])
+        if idx.size == 0:
+            out[i] = 0.0
+            continue
+        pos = np.searchsorted(idx, np.arange(mask.shape[1]), side="right") - 1
+        out[i] = observed[i, idx[np.clip(pos, 0, None)]]
+    return out
+
+
 class EcgVAE(VAEExperiment):
     command: ClassVar[str] = "ecg-vae"
     check_config = staticmethod(schema.check_ecg_vae)
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        self.beats = beats = ecg_data.load_beats(cfg.data)
-        self.name = f"{cfg.data.db}/{beats.record}"
+        self.beats = beats = ecg_data.load_beats(self.settings["data"])
+        # "mitdb/100" for an MIT-BIH record, else the record's own name
+        mitdb = beats.citation == ecg_data.LICENSE_NOTICE
+        self.name = f"mitdb/{beats.record}" if mitdb else beats.record
         self.citation = beats.citation
         self.tasks = tasks = self.settings["tasks"]
         weights = np.array([tasks["weights"][k] for k in ECG_TASKS], dtype=float)
@@ -96,8 +122,7 @@ class EcgVAE(VAEExperiment):
         """Checks the config and the record: it is located (downloaded into the cache if need
         be) and cut into beats here, so a missing or corrupt record, a wrong lead or a record
         without beats fails before a run folder exists."""
-        cls.check(cfg)
-        ecg_data.load_beats(cfg.data)
+        ecg_data.load_beats(cls.check(cfg)["data"])
 
     def sample_batch(self) -> MaskedBatch:
         rng, paths = self.rng, self.train_paths
@@ -144,12 +169,12 @@ class EcgVAE(VAEExperiment):
         beats, test_paths = self.beats, self.test_paths
         self._test_set = test_set = make_task_set(test_paths, self.tasks, self.seed + 2000)
         held_out, self._test_preds = self.task_scores(test_paths, test_set)
-        mean_beat = ecg_data.mean_beat_baseline(self.train_paths, len(test_paths))
+        mean_beat = mean_beat_baseline(self.train_paths, len(test_paths))
         self._baselines: dict[str, dict[str, np.ndarray]] = {}
         comparison: dict[str, Any] = {}
         for task in ("right", "left"):
             name = task_name(task)
-            hold = ecg_data.last_value_baseline(test_set.x[task], test_set.mask[task])
+            hold = last_value_baseline(test_set.x[task], test_set.mask[task])
             self._baselines[task] = {"mean training beat": mean_beat,
                                      "last observed value": hold}
             target = test_set.target[task]
