@@ -72,11 +72,13 @@ def trainer(*overrides: str, run_dir: Path | None = None):
     from hydra import compose, initialize_config_dir
 
     from odecli.cli.configs_index import config_dir
-    from odecli.dynamics import experiment as train
+    from odecli.dynamics.experiment import DynamicsExperiment
+    from odecli.engine.loop import Engine
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["quiet=true", *overrides])
-    return train.Trainer(cfg, run_dir or Path(tempfile.mkdtemp(prefix="odecli-bench-")))
+    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="odecli-bench-"))
+    return Engine(DynamicsExperiment(cfg, run_dir), run_dir)
 
 
 # -- parts ----------------------------------------------------------------------------------
@@ -98,21 +100,22 @@ def part_overhead(args) -> tuple[str, list[str]]:
     torch.set_num_threads(1)
     ours = trainer("experiment=ode_demo", "device.threads=1")
     gen = torch.Generator().manual_seed(int(ours.cfg.seed))
-    plain = PlainLoop(weights=ours.field.net.state_dict(), true_y=ours.truth[: ours.n_train],
+    exp = ours.exp
+    plain = PlainLoop(weights=exp.field.net.state_dict(), true_y=exp.truth[: exp.n_train],
                       gen=gen)
     timed(plain.step, 10)
     timed(ours.step, 10)
     p_ms, o_ms = [], []
-    n0, p0 = ours.func.nfe, plain.func.nfe
+    n0, p0 = exp.counter.nfe, plain.func.nfe
     for _ in range(args.repeats):
         p_ms.append(timed(plain.step, args.iters))
         o_ms.append(timed(ours.step, args.iters))
     n = args.iters * args.repeats
-    o_nfe, p_nfe = (ours.func.nfe - n0) / n, (plain.func.nfe - p0) / n
+    o_nfe, p_nfe = (exp.counter.nfe - n0) / n, (plain.func.nfe - p0) / n
     p, o = statistics.median(p_ms), statistics.median(o_ms)
     rows = ["| loop | ms / iteration | NFE / iteration | ratio |", "|---|---:|---:|---:|",
             f"| plain torchdiffeq loop | {p:.2f} | {p_nfe:.1f} | 1.000 |",
-            f"| odecli Trainer.step (experiment=ode_demo) | {o:.2f} | {o_nfe:.1f} | "
+            f"| odecli Engine.step (experiment=ode_demo) | {o:.2f} | {o_nfe:.1f} | "
             f"{o / p:.3f} |"]
     return "Training-step overhead (same weights, windows and targets)", rows
 
@@ -163,7 +166,7 @@ def part_fit(args) -> tuple[str, list[str]]:
             tr.step()
             elapsed += time.perf_counter() - t0
             if i % every == 0 or i == tr.opts["niters"]:
-                err = tr.evaluate()["eval_loss"]  # ode_demo's mean L1 over the 1000 points
+                err = tr.exp.evaluate()["eval_loss"]  # ode_demo's mean L1 over the 1000 points
                 if hit is None and err <= target:
                     hit = (i, elapsed)
         ours_rows.append((seed, elapsed, err, hit, int(tr.opts["niters"])))
@@ -386,7 +389,7 @@ def part_compile(args) -> tuple[str, list[str]]:
     timed(tr.step, 5)
     eager = [timed(tr.step, args.iters) for _ in range(args.repeats)]
     t0 = time.perf_counter()
-    tr.field.net = torch.compile(tr.field.net, dynamic=False)
+    tr.exp.field.net = torch.compile(tr.exp.field.net, dynamic=False)
     timed(tr.step, 2)
     compile_s = time.perf_counter() - t0
     timed(tr.step, 5)

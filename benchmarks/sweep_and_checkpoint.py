@@ -49,14 +49,15 @@ def checkpoint(model: str, steps: int, saves: int, every: int) -> float:
     from omegaconf import OmegaConf
 
     from odecli.cli.bridge import COMMANDS, compose
-    from odecli.dynamics.experiment import Trainer
+    from odecli.dynamics.experiment import DynamicsExperiment
+    from odecli.engine.loop import Engine
     from odecli.numerics import device
 
     device.quiet_warnings()
     cfg = compose(COMMANDS["train"], [f"model={model}", f"train.niters={steps}", "quiet=true"])
     OmegaConf.set_struct(cfg, False)
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(cfg, Path(tmp))
+        tr = Engine(DynamicsExperiment(cfg, Path(tmp)), Path(tmp))
         for _ in range(5):  # warm up
             tr.step()
         t0 = time.perf_counter()
