@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,29 @@ class Str(Field):
         if not isinstance(value, str):
             raise self._error(path, value)
         return value
+
+
+_NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class Name(Str):
+    """A name that becomes part of a path (a record, a database, a file extension): plain
+    parts of letters, digits, `_ . -`, at most `parts` of them joined by `/`; never absolute,
+    never `..`, so it cannot point a read or a write outside its folder."""
+
+    parts: int = 1
+
+    def describe(self) -> str:
+        return (f"a plain name{' (optionally in a sub-folder: a/b)' if self.parts > 1 else ''}"
+                " of letters, digits, '_', '.' and '-'")
+
+    def _check(self, value: Any, path: str) -> str:
+        text = super()._check(value, path)
+        pieces = text.split("/")
+        if len(pieces) > self.parts or not all(_NAME_PART.fullmatch(p) for p in pieces):
+            raise self._error(path, value)
+        return text
 
 
 @dataclass(frozen=True)

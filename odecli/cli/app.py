@@ -27,6 +27,8 @@ _HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 OVERRIDES_HELP = "Hydra overrides, e.g. system=lotka solver=rk4 train.niters=500 seed=3."
 MULTIRUN_HELP = "Sweep: comma-separated values run as separate jobs (system=spiral,lotka)."
 CFG_HELP = "Print the composed config (job, hydra or all) instead of running."
+OVERWRITE_HELP = ("When hydra.run.dir (or hydra.sweep.dir) already holds a run: move it aside to "
+                  "<folder>.replaced-<time> and start afresh (nothing is deleted).")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -35,13 +37,15 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run_command(name: str, overrides: list[str] | None, multirun: bool, cfg: str | None,
-                 package: str | None, resolve: bool, info: str | None) -> None:
+                 package: str | None, resolve: bool, info: str | None,
+                 overwrite: bool = False) -> None:
     from odecli.cli import bridge as hydra_bridge
 
     if cfg is not None and cfg not in ("job", "hydra", "all"):
         _fail(f"--cfg takes job, hydra or all, got '{cfg}'")
     _guarded(lambda: hydra_bridge.launch(name, list(overrides or []), multirun=multirun,
-                                         cfg=cfg, package=package, resolve=resolve, info=info))
+                                         cfg=cfg, package=package, resolve=resolve, info=info,
+                                         overwrite=overwrite))
 
 
 def _guarded(work: Callable[[], object]) -> None:
@@ -84,8 +88,9 @@ def _hydra_command(name: str, help_text: str) -> None:
                                      help="With --cfg: resolve interpolations."),
         info: str = typer.Option(None, "--info", help="Hydra's --info (all, config, "
                                  "defaults, defaults-tree, plugins, searchpath)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ) -> None:
-        _run_command(name, overrides, multirun, cfg, package, resolve, info)
+        _run_command(name, overrides, multirun, cfg, package, resolve, info, overwrite)
 
     command.__name__ = name.replace("-", "_")
     app.command(name, context_settings=_HYDRA_ARGS, help=help_text)(command)

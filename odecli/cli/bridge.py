@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odecli.cli import claims
 from odecli.cli import overrides as ov
 from odecli.cli.configs_index import config_dir
 from odecli.cli.sweeps import (
@@ -238,12 +239,13 @@ SUMMARY_KEYS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse"
 
 def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
            cfg: str | None = None, package: str | None = None, resolve: bool = False,
-           info: str | None = None) -> Outcome:
+           info: str | None = None, overwrite: bool = False) -> Outcome:
     """Run a command through Hydra's CLI driver; raises OdecliError with a one-line message.
 
-    Before Hydra runs, every job's config is validated (bad input writes nothing), a single
-    run's folder (or a sweep's) is claimed with an exclusive mkdir so parallel shell-started
-    runs never share one, and `resume=` is turned into a run in the stored folder.
+    Before Hydra runs, every job's config is validated (bad input writes nothing), `resume=`
+    is turned into a run in the stored folder, and the run's folder (or the sweep's) is
+    claimed for the whole command (odecli.cli.claims): a folder that holds a run is refused
+    unless resumed or `overwrite` moves it aside, and no two processes share one.
     """
     from hydra import version as hydra_version
     from hydra._internal.utils import _run_hydra, get_args_parser
@@ -259,7 +261,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     showing = bool(cfg or info)
     given = ov.keys(args)
     resume_dir = resume_mod.target(args)
-    claimed: Path | None = None
+    target: Path | None = None  # the folder this command claims
     extra: list[str] = []
     if resume_dir is not None:
         if multirun:
@@ -278,19 +280,24 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                     raise
                 swept = " ".join(o for o in job if o not in args)
                 raise type(exc)(f"sweep job {i} ({swept}): {exc}") from None
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         if resume_dir is not None:
             resume_mod.check(run_dir, composed)
-            resume_mod.backup_hydra_files(run_dir)
-            extra.append(f"hydra.run.dir={ov.quote(str(run_dir))}")
-        elif multirun and "hydra.sweep.dir" not in given:
-            claimed = claim_dir(outputs_root() / "multirun", "")
-            extra.append(f"hydra.sweep.dir={ov.quote(str(claimed))}")
-        elif not multirun and "hydra.run.dir" not in given:
+            target = run_dir
+        elif key in given:
+            # the folder as it resolves now (it may hold ${now:...}), passed on resolved so
+            # Hydra writes where the claim is
+            target = Path(str(composed.hydra.sweep.dir if multirun else composed.hydra.run.dir)
+                          ).expanduser().resolve()
+            args = [o for o in args if ov.key(o) != key]
+        elif multirun:
+            target = claim_dir(outputs_root() / "multirun", "")
+        else:
             tag = ""
             if cmd.tag_group and composed is not None:
                 tag = "_" + str(composed.hydra.runtime.choices.get(cmd.tag_group))
-            claimed = claim_dir(outputs_root() / cmd.name, tag)
-            extra.append(f"hydra.run.dir={ov.quote(str(claimed))}")
+            target = claim_dir(outputs_root() / cmd.name, tag)
+        extra.append(f"{key}={ov.quote(str(target))}")
     argv = args + extra + default_hydra_overrides(cmd, args + extra)
     if multirun:
         argv.insert(0, "--multirun")
@@ -308,22 +315,21 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     global _OUTCOME
     _OUTCOME = outcome
     sweep_recorder = _SweepRecorder()
-    try:
-        with _hydra_call_state(), sweep_recorder:
-            try:
-                _run_hydra(args=parsed, args_parser=parser, task_function=_job(cmd_name),
-                           config_path=str(config_dir()), config_name=cmd.config_name)
-            except _Stop as stop:
-                raise stop.exc from None
-            except OdecliError:
-                raise
-            except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
-                raise OdecliError(ov.hydra_message(exc)) from exc
-    except BaseException:
-        if claimed is not None:  # nothing ran in it: do not leave an empty folder behind
-            with contextlib.suppress(OSError):
-                claimed.rmdir()
-        raise
+    holding = (claims.claim(target, cmd.name, resume=resume_dir is not None,
+                            overwrite=overwrite, sweep=multirun)
+               if target is not None else contextlib.nullcontext())
+    with holding, _hydra_call_state(), sweep_recorder:
+        if resume_dir is not None:
+            resume_mod.backup_hydra_files(run_dir)
+        try:
+            _run_hydra(args=parsed, args_parser=parser, task_function=_job(cmd_name),
+                       config_path=str(config_dir()), config_name=cmd.config_name)
+        except _Stop as stop:
+            raise stop.exc from None
+        except OdecliError:
+            raise
+        except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
+            raise OdecliError(ov.hydra_message(exc)) from exc
     outcome.sweep_dir = sweep_recorder.sweep_dir
     if not multirun and outcome.errors:
         raise outcome.errors[0]

@@ -104,7 +104,7 @@ def _locate(data: Mapping[str, Any]) -> tuple[Path, str | None]:
         if not folder.is_dir():
             raise OdecliError(f"{source} '{folder}' is not a folder")
         for candidate in (folder / record, folder / db / record):
-            if candidate.with_suffix(".hea").is_file():
+            if _inside(folder, candidate) and candidate.with_suffix(".hea").is_file():
                 return candidate, None
         raise OdecliError(
             f"record '{record}' not found in {folder} (looked for {record}.hea there and in "
@@ -142,8 +142,19 @@ def _cached_or_download(data: Mapping[str, Any], record: str, db: str) -> Path:
             raise OdecliError(
                 f"downloaded {name} does not match its published SHA-256 (got {digest[:12]}..., "
                 f"expected {known[name][:12]}...); not using it")
-        atomic_write_bytes(cache / name, payload)
+        target = cache / name
+        if not _inside(cache, target):
+            raise OdecliError(f"data.record '{record}' would be written outside the cache "
+                              f"{cache}; use a plain record name")
+        target.parent.mkdir(parents=True, exist_ok=True)  # records in a sub-folder (a/b)
+        atomic_write_bytes(target, payload)
     return cache / record
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """True when `path` resolves inside `folder`: a name from the config (checked to be plain
+    by the schema) must still never reach outside its folder, e.g. through a link."""
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _fetch(url: str, timeout: float) -> bytes:

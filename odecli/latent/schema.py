@@ -17,6 +17,7 @@ from odecli.fields import (
     Float,
     Int,
     List,
+    Name,
     Range,
     Rule,
     Schema,
@@ -97,14 +98,14 @@ SPIRAL_DATA = Schema(
 ECG_DATA = Schema(
     {
         "dir": Str(nullable=True),
-        "record": Str(from_int=True),
-        "db": Str(),
-        "db_version": Str(),
+        "record": Name(from_int=True, parts=2),  # PhysioNet: 100, or patient001/s0010_re
+        "db": Name(),
+        "db_version": Name(),
         "cache_dir": Str(),
         "download": Bool(),
         "base_url": Str(),
         "timeout": Float(0, low_open=True),
-        "annotation": Str(nullable=True),
+        "annotation": Name(nullable=True),
         "beat_types": List(Str(), nullable=True),
         "lead": Union(Int(0), Str(), message="{path} must be a signal index (an integer >= 0) "
                                              "or a signal name, got {value!r}"),

@@ -1,0 +1,99 @@
+"""A run folder is claimed once: no run overwrites another, no two processes share a folder.
+
+A claim is an exclusive `flock` on `<folder>/.odecli.lock`, held until the command ends. The
+kernel drops the lock when its process dies, so a crashed run's folder is free again (for
+`resume=`) with nothing to clean up, while a live run's folder can never be entered by a
+second process. A folder that already holds a run (its config, metrics or checkpoint) is
+refused unless the run is resumed, or `--overwrite` moves the old run aside (never deletes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from odecli.engine.rundir import CHECKPOINT, METRICS
+from odecli.errors import OdecliError
+
+LOCK = ".odecli.lock"
+RUN_FILES = (".hydra/config.yaml", METRICS, CHECKPOINT)
+
+
+def holds_run(folder: Path) -> bool:
+    """True when the folder has the config, metrics or checkpoint of a run."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def sweep_jobs_in(folder: Path) -> list[Path]:
+    """Job folders of an earlier sweep (or a run) inside a sweep folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and holds_run(p))
+
+
+def _lock(folder: Path) -> int:
+    """Take the folder's lock or say who holds it; returns the open descriptor."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OdecliError(f"cannot claim the run folder {folder}: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise OdecliError(f"{folder} is in use by a running odecli command ({holder}); wait "
+                          f"for it to finish or choose another folder") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    return fd
+
+
+def _aside(folder: Path) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    return folder.with_name(f"{folder.name}.replaced-{stamp}")
+
+
+@contextlib.contextmanager
+def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool = False,
+          sweep: bool = False) -> Iterator[Path]:
+    """Hold `folder` for this command; refuse one that holds a run (or, for a sweep, earlier
+    jobs) unless resuming it, or move that run aside with `overwrite`."""
+    folder = Path(folder).expanduser().resolve()
+    was_empty = not folder.exists() or not any(folder.iterdir())
+    fd = _lock(folder)
+    try:
+        earlier = sweep_jobs_in(folder) if sweep else ([folder] if holds_run(folder) else [])
+        if earlier and not resume:
+            if not overwrite:
+                what = (f"{len(earlier)} job folder(s) of an earlier sweep" if sweep
+                        else "a run")
+                way = ("" if sweep else f"continue it with `odecli {command} "
+                       f"resume={folder}`, ")
+                raise OdecliError(f"{folder} already holds {what}; {way}choose another "
+                                  f"{'hydra.sweep.dir' if sweep else 'hydra.run.dir'}, or "
+                                  f"pass --overwrite to move it aside to "
+                                  f"{folder.name}.replaced-<time>")
+            moved = _aside(folder)
+            folder.rename(moved)  # our lock moves with it: nobody enters it meanwhile
+            new_fd = _lock(folder)
+            os.close(fd)
+            fd = new_fd
+            print(f"note: moved the earlier run(s) in {folder} aside to {moved}",
+                  file=sys.stderr, flush=True)
+        yield folder
+    finally:
+        if was_empty and {p.name for p in folder.iterdir()} <= {LOCK}:
+            # nothing ran in it (bad input, a Hydra error): leave no empty folder behind
+            with contextlib.suppress(OSError):
+                (folder / LOCK).unlink()
+                folder.rmdir()
+        os.close(fd)
