@@ -36,6 +36,16 @@ def value_and_grads(solver, t: torch.Tensor, **kwargs):
     return out.detach(), [p.grad for p in func.parameters()] + [y0.grad]
 
 
+def first_accepted_step(func: nn.Module, y0, t: torch.Tensor, **kwargs) -> float:
+    """The first accepted step of a checkpointed adaptive solve: handed to odeint as first_step,
+    it gives the same accepted steps with no gradient through torchdiffeq's first-step guess."""
+    out = aca.odeint_checkpoint(func, y0, t, **kwargs)
+    node = (out if isinstance(out, torch.Tensor) else out[0]).grad_fn
+    while not hasattr(node, "replay"):  # a tuple's parts are views of the solve's output
+        node = node.next_functions[0][0]
+    return float(node.replay.recorder.steps[0][2])
+
+
 @pytest.mark.parametrize("method,options", [("rk4", {"step_size": 0.07}), ("euler", None),
                                             ("midpoint", {"step_size": 0.1}), ("heun3", None)])
 @pytest.mark.parametrize("backwards", [False, True])
@@ -54,17 +64,23 @@ def test_fixed_grid_gradients_equal_direct_backprop(method, options, backwards):
                                          ("fehlberg2", 1e-5), ("adaptive_heun", 1e-5)])
 @pytest.mark.parametrize("backwards", [False, True])
 def test_adaptive_solution_is_odeints_and_gradients_match_direct(method, rtol, backwards):
-    # Direct backprop also differentiates the step-size controller; the checkpointed gradient
-    # holds the accepted steps fixed (as ACA does), a difference of the order of the tolerance.
+    # Direct backprop also differentiates torchdiffeq's first step-size guess (it runs with a
+    # graph; later step sizes are chosen under no_grad). The checkpointed gradient holds every
+    # accepted step fixed: a difference of the order of the tolerance, which vanishes (to
+    # rounding) once direct backprop is given the same first step without a gradient.
     t = torch.linspace(0, 3, 25, dtype=torch.float64)
     t = -t if backwards else t
     kw = {"method": method, "rtol": rtol, "atol": rtol * 1e-2}
     out_d, g_d = value_and_grads(odeint, t, **kw)
     out_c, g_c = value_and_grads(aca.odeint_checkpoint, t, **kw)
     assert torch.equal(out_d, out_c)          # the very same forward arithmetic
-    for a, b in zip(g_d, g_c, strict=True):
+    first = first_accepted_step(Field(), torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.0]],
+                                                      dtype=torch.float64), t, **kw)
+    _, g_fixed = value_and_grads(odeint, t, **kw, options={"first_step": first})
+    for a, b, c in zip(g_d, g_c, g_fixed, strict=True):
         assert float((a - b).norm() / a.norm()) < 1e-5
         assert float(a.norm()) > 0
+        assert torch.allclose(b, c, rtol=1e-13, atol=1e-15)
 
 
 def test_checkpoint_gradient_converges_to_the_exact_gradient_of_a_linear_system():
@@ -156,6 +172,131 @@ def test_unused_parameters_get_no_gradient_and_a_second_backward_is_refused():
     assert func.spare.grad is None and func.w1.grad is not None
     with pytest.raises(RuntimeError, match="backpropagating twice through one solve"):
         out.sum().backward()
+
+
+class Forcing(nn.Module):
+    """dy/dt = c cos(t): ignores y; c is a parameter the caller may freeze."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor([0.5, -2.0], dtype=torch.float64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.c * torch.cos(t)
+
+
+@pytest.mark.parametrize("method", aca.SUPPORTED)
+def test_a_field_whose_stages_need_no_grad_still_backpropagates_to_y0(method):
+    # Frozen parameters and no dependence on y: no stage has a graph. Each solver step is then
+    # y0 + (something without y0), so d out / d y0 is the identity at every output.
+    func = Forcing().requires_grad_(False)
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    weights = torch.linspace(-1, 1, 10, dtype=torch.float64).reshape(5, 2)
+    options = {"step_size": 0.3} if method in aca.FIXED_RK else None
+    out = aca.odeint_checkpoint(func, y0, t, method=method, rtol=1e-6, atol=1e-8,
+                                options=options)
+    assert torch.equal(out.detach(), odeint(func, y0.detach(), t, method=method, rtol=1e-6,
+                                            atol=1e-8, options=options))
+    (out * weights).sum().backward()
+    assert torch.allclose(y0.grad, weights.sum(0), rtol=0, atol=1e-14)
+    assert func.c.grad is None
+
+
+def test_cubic_interpolation_is_refused_not_replayed_as_linear():
+    y0 = torch.ones(2, dtype=torch.float64)
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="linear interpolation only.*interp=cubic"):
+        aca.odeint_checkpoint(Field(), y0, t, method="rk4",
+                              options={"step_size": 0.3, "interp": "cubic"})
+    assert aca.unsupported_reason("rk4", {"interp": "linear"}) is None
+
+
+def test_a_time_grid_that_requires_grad_is_refused():
+    t = torch.linspace(0, 1, 4, dtype=torch.float64, requires_grad=True)
+    y0 = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="no gradient for t; pass t.detach()"):
+        aca.odeint_checkpoint(Field(), y0, t, method="dopri5")
+    with torch.no_grad():  # nothing to differentiate: solved as odeint would
+        aca.odeint_checkpoint(Field(), y0, t, method="dopri5")
+    aca.odeint_checkpoint(Field(), y0, t.detach(), method="dopri5")
+
+
+def test_a_captured_tensor_gets_no_gradient_only_registered_parameters_do():
+    # The documented limit (torchdiffeq's adjoint has it too): register it as a parameter.
+    scale = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+
+    class Captures(Field):
+        def forward(self, t, y):
+            return super().forward(t, y) * scale
+
+    func = Captures()
+    out = aca.odeint_checkpoint(func, torch.ones(2, dtype=torch.float64),
+                                torch.linspace(0, 1, 3, dtype=torch.float64), method="rk4",
+                                options={"step_size": 0.25})
+    out.sum().backward()
+    assert scale.grad is None and func.w1.grad is not None
+
+
+class Flow(nn.Module):
+    """A continuous normalising flow's shape of state: (z, log-density, regulariser)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.w = nn.Parameter(torch.randn(2, 2, generator=gen, dtype=torch.float64))
+
+    def forward(self, t, state):
+        z, _, _ = state
+        dz = torch.tanh(z @ self.w) * (1 + 0.2 * t)
+        # the exact trace of d dz / dz (tanh' = 1 - tanh^2), and a kinetic-energy regulariser
+        trace = ((1 - torch.tanh(z @ self.w) ** 2) * torch.diagonal(self.w)).sum(-1)
+        return dz, -trace[:, None] * (1 + 0.2 * t), (dz ** 2).mean()
+
+
+def flow_value_and_grads(solver, t, **kw):
+    func = Flow()
+    z = torch.tensor([[0.5, -1.0], [1.5, 0.3], [-0.2, 0.1]], dtype=torch.float64,
+                     requires_grad=True)
+    logp = torch.zeros(3, 1, dtype=torch.float64, requires_grad=True)
+    reg = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    z_t, logp_t, reg_t = solver(func, (z, logp, reg), t, **kw)
+    assert (z_t.shape, logp_t.shape, reg_t.shape) == ((len(t), 3, 2), (len(t), 3, 1), (len(t),))
+    (z_t.pow(2).sum() + logp_t[-1].sum() + 0.1 * reg_t[-1]).backward()
+    return [x.detach() for x in (z_t, logp_t, reg_t)], [func.w.grad, z.grad, logp.grad, reg.grad]
+
+
+@pytest.mark.parametrize("method,kw", [("dopri5", {"rtol": 1e-7, "atol": 1e-9}),
+                                       ("fehlberg2", {"rtol": 1e-5, "atol": 1e-7}),
+                                       ("rk4", {"options": {"step_size": 0.3}})])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_tuple_states_solve_as_odeint_and_backpropagate_as_direct(method, kw, backwards):
+    t = torch.linspace(0, 1.5, 4, dtype=torch.float64) * (-1 if backwards else 1)
+    kw = {"method": method, **kw}
+    out_c, g_c = flow_value_and_grads(aca.odeint_checkpoint, t, **kw)
+    if method in aca.ADAPTIVE_RK:  # odeint's per-part tolerances and mixed norm, step by step
+        z0 = (torch.tensor([[0.5, -1.0], [1.5, 0.3], [-0.2, 0.1]], dtype=torch.float64),
+              torch.zeros(3, 1, dtype=torch.float64), torch.zeros((), dtype=torch.float64))
+        kw["options"] = {"first_step": first_accepted_step(Flow(), z0, t, **kw)}
+    out_d, g_d = flow_value_and_grads(odeint, t, **kw)
+    for a, b in zip(out_c, out_d, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(g_c, g_d, strict=True):
+        assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_tuple_states_take_the_default_gradient_through_solve():
+    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8)
+    assert spec.gradient == "checkpoint"
+    field = solve.CountingField(Flow())
+    z = torch.ones(3, 2, dtype=torch.float64, requires_grad=True)
+    state = (z, torch.zeros(3, 1, dtype=torch.float64), torch.zeros((), dtype=torch.float64))
+    z_t, logp_t, _ = solve.solve(field, state, torch.linspace(0, 1, 3, dtype=torch.float64),
+                                 spec)
+    forward_nfe = field.nfe
+    (z_t[-1].sum() + logp_t[-1].sum()).backward()
+    assert z.grad is not None and field.func.w.grad is not None
+    assert field.nfe > forward_nfe  # the replay, not a graph kept from the forward solve
 
 
 def make(*overrides: str):

@@ -10,17 +10,24 @@ solver carried into it); the backward pass walks the steps in reverse, recompute
 with a graph (the same Runge-Kutta arithmetic on the same inputs, so the same numbers) and
 backpropagates through it. Memory is the checkpoints plus one step's graph; time is about
 one extra forward solve over direct backprop; gradients equal direct backprop's with the
-accepted step sizes held fixed.
+accepted step sizes held fixed (direct backprop also differentiates torchdiffeq's first
+step-size guess, the one step size chosen with a graph; detach it and the two agree to rounding).
 
 The solver objects, Butcher tableaus and interpolants are torchdiffeq's own (0.2.x internals),
 so the forward numbers are exactly those of `odeint`. Supported: the explicit Runge-Kutta
 solvers, adaptive (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun) and fixed-grid (euler,
 midpoint, heun2, heun3, rk4). Multistep (Adams) solvers carry a history between steps and
 scipy integrates outside torch, so they are refused with a clear message.
+
+What it differentiates: y0 (a tensor or, as torchdiffeq allows, a tuple of tensors, e.g. a
+CNF's (state, log-density, regulariser)) and the parameters registered on `func` that require
+grad. A tensor the field merely captures gets no gradient (torchdiffeq's adjoint has the same
+limit); a `t` that requires grad is refused, since the replay holds the step times fixed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,9 +46,14 @@ from odecli.numerics.backend import (
 ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_RK = ("euler", "midpoint", "heun2", "heun3", "rk4")
 SUPPORTED = ADAPTIVE_RK + FIXED_RK
-# step_t/jump_t move step ends off t0 + dt and re-evaluate the field at jumps; interp=cubic
-# adds evaluations the replay does not model. Refused rather than silently approximated.
+# step_t/jump_t move step ends off t0 + dt and re-evaluate the field at jumps; perturb shifts
+# stage times. Refused rather than silently approximated.
 UNSUPPORTED_OPTIONS = ("step_t", "jump_t", "perturb")
+# Fixed-grid outputs between grid points: the replay models torchdiffeq's linear interpolation;
+# interp=cubic also evaluates the field at each step's end, which the replay does not redo.
+SUPPORTED_INTERP = ("linear",)
+
+State = torch.Tensor | tuple[torch.Tensor, ...]  # torchdiffeq accepts both
 
 
 def unsupported_reason(method: str, options: dict[str, Any] | None) -> str | None:
@@ -53,7 +65,25 @@ def unsupported_reason(method: str, options: dict[str, Any] | None) -> str | Non
     if bad:
         return (f"gradient=checkpoint does not support solver.options.{bad[0]}; "
                 "use gradient=direct or gradient=adjoint with it")
+    interp = (options or {}).get("interp", "linear")
+    if interp not in SUPPORTED_INTERP:
+        return (f"gradient=checkpoint replays linear interpolation only, not "
+                f"solver.options.interp={interp}; use gradient=direct or gradient=adjoint")
     return None
+
+
+def _flat(y: State) -> torch.Tensor:
+    """A tuple state as the flat tensor torchdiffeq integrates (its own concatenation)."""
+    return y if isinstance(y, torch.Tensor) else torch.cat([y_.reshape(-1) for y_ in y])
+
+
+def _unflat(out: torch.Tensor, shapes: list[torch.Size]) -> tuple[torch.Tensor, ...]:
+    """A flat solution (len(t), n) as the tuple odeint returns; views, so gradients flow."""
+    parts, start = [], 0
+    for shape in shapes:
+        parts.append(out[..., start:start + shape.numel()].view((len(out), *shape)))
+        start += shape.numel()
+    return tuple(parts)
 
 
 class _Recorder(nn.Module):
@@ -64,7 +94,7 @@ class _Recorder(nn.Module):
         self.func = func
         self.steps: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, y: State) -> State:
         return self.func(t, y)
 
 
@@ -79,8 +109,8 @@ class _AcceptedSteps(_Recorder):
     solver: RKAdaptiveStepsizeODESolver | None = None
     first_stages: list[torch.Tensor]
 
-    def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
-        self.steps.append((t0, y0, dt))
+    def callback_accept_step(self, t0: torch.Tensor, y0: State, dt: torch.Tensor) -> None:
+        self.steps.append((t0, _flat(y0), dt))  # torchdiffeq unflattens tuple states for us
         # the state being stepped from is still the solver's rk_state: its f1 is this f0
         self.first_stages.append(self.solver.rk_state.f1)
 
@@ -88,20 +118,23 @@ class _AcceptedSteps(_Recorder):
 class _GridSteps(_Recorder):
     """Fixed-grid solvers: every step is taken (they offer no accept callback)."""
 
-    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
-        self.steps.append((t0, y0, dt))
+    def callback_step(self, t0: torch.Tensor, y0: State, dt: torch.Tensor) -> None:
+        self.steps.append((t0, _flat(y0), dt))
 
 
 class _Replay:
     """One solve: the forward pass with checkpoints and the step-by-step replay of it."""
 
-    def __init__(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, method: str,
-                 rtol: float, atol: float, options: dict[str, Any] | None) -> None:
+    def __init__(self, func: nn.Module, y0: State, t: torch.Tensor, method: str,
+                 rtol: Any, atol: Any, options: dict[str, Any] | None) -> None:
         fixed = method in FIXED_RK
         self.recorder = (_GridSteps if fixed else _AcceptedSteps)(func)
-        (shapes, self.func, y0, t, rtol, atol, method, options, _, reversed_) = _check_inputs(
-            self.recorder, y0, t, rtol, atol, method, dict(options or {}), None, SOLVERS)
-        assert shapes is None, "tensor states only"
+        # torchdiffeq's own input handling: a tuple state gets odeint's flattening, per-part
+        # tolerances and mixed norm, and everything below works on the flat state.
+        with torch.no_grad():
+            (self.shapes, self.func, y0, t, rtol, atol, method, options, _, reversed_
+             ) = _check_inputs(self.recorder, y0, t, rtol, atol, method, dict(options or {}),
+                               None, SOLVERS)
         self.solver = SOLVERS[method](func=self.func, y0=y0, rtol=rtol, atol=atol, **options)
         if not fixed:
             self.recorder.solver = self.solver
@@ -196,14 +229,19 @@ class _CheckpointSolve(torch.autograd.Function):
                 if stages is not None and k > 0:
                     f0 = stages[k].detach().requires_grad_(True)
                 y1, f1, which, outs = replay.step(k, y0, f0)
-                outputs = [y1, *outs]
-                cotangents = [adj, *(grad_out[i] for i in which)]
+                pairs = [(y1, adj), *((o, grad_out[i]) for o, i in zip(outs, which, strict=True))]
                 if adj_f is not None:
-                    outputs.append(f1)
-                    cotangents.append(adj_f)
+                    pairs.append((f1, adj_f))
+                # A field that ignores y and has no trainable parameters (or all frozen) gives
+                # stages without a graph: they carry no gradient, and autograd.grad refuses them.
+                pairs = [(o, c) for o, c in pairs if o is not None and o.requires_grad]
                 inputs = (y0, *params) if f0 is None else (y0, f0, *params)
-                got = list(torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True))
+                got: list[torch.Tensor | None] = [None] * len(inputs)
+                if pairs:
+                    got = list(torch.autograd.grad([o for o, _ in pairs], inputs,
+                                                   [c for _, c in pairs], allow_unused=True))
                 adj = got.pop(0)
+                adj = torch.zeros_like(y0) if adj is None else adj
                 adj_f = got.pop(0) if f0 is not None else None
                 for j, new in enumerate(got):
                     if new is not None:
@@ -216,13 +254,27 @@ class _CheckpointSolve(torch.autograd.Function):
         return (None, adj, *grads)
 
 
-def odeint_checkpoint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *, method: str,
-                      rtol: float = 1e-7, atol: float = 1e-9,
-                      options: dict[str, Any] | None = None) -> torch.Tensor:
-    """`odeint` with gradients by per-step recomputation (see the module docstring)."""
+def odeint_checkpoint(func: nn.Module, y0: State, t: torch.Tensor, *, method: str,
+                      rtol: float | Sequence[float] = 1e-7,
+                      atol: float | Sequence[float] = 1e-9,
+                      options: dict[str, Any] | None = None) -> State:
+    """`odeint` with gradients by per-step recomputation (see the module docstring).
+
+    Gradients are direct backprop's with the accepted steps held fixed, for y0 (a tensor or a
+    tuple of them) and the parameters registered on `func`. One backward per solve: the
+    checkpoints are freed as they are replayed, so a second backward (retain_graph, or
+    torch.autograd.gradcheck, which backpropagates once per output element) is refused;
+    gradcheck it through a wrapper that solves afresh in every backward
+    (tests/test_checkpoint_problems.py has one).
+    """
     reason = unsupported_reason(method, options)
     if reason:
         raise ValueError(reason)
+    if t.requires_grad and torch.is_grad_enabled():
+        raise ValueError("gradient=checkpoint holds the step times fixed and gives no gradient "
+                         "for t; pass t.detach(), or use gradient=direct or gradient=adjoint "
+                         "to differentiate with respect to t")
     params = tuple(p for p in func.parameters() if p.requires_grad)
     replay = _Replay(func, y0, t, method, rtol, atol, options)
-    return _CheckpointSolve.apply(replay, y0, *params)
+    out = _CheckpointSolve.apply(replay, _flat(y0), *params)
+    return out if replay.shapes is None else _unflat(out, replay.shapes)

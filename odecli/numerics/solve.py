@@ -135,9 +135,13 @@ class StepAborted(Exception):
     """A solve abandoned on request (see CountingField.abort); the step did not happen."""
 
 
-def solve(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, spec: SolverSpec,
-          grad: bool = True) -> torch.Tensor:
-    """Integrate dy/dt = func(t, y) from y0 over the times t; returns (len(t), *y0.shape).
+State = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
+          grad: bool = True) -> State:
+    """Integrate dy/dt = func(t, y) from y0 over the times t; returns (len(t), *y0.shape), or
+    a tuple of such solutions for a tuple state (e.g. a flow's state and log-density).
 
     Solver failures become `SolverError` with a hint instead of torchdiffeq's assertions.
     """
