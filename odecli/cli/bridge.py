@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -30,7 +31,8 @@ from odecli.cli.sweeps import (
     sweep_jobs,
     thread_share,
 )
-from odecli.errors import Interrupted, OdecliError
+from odecli.engine.rundir import outputs_root
+from odecli.errors import ConfigError, Interrupted, OdecliError
 
 log = logging.getLogger("odecli")
 
@@ -52,6 +54,10 @@ COMMANDS: dict[str, Command] = {
     "spiral-vae": Command("spiral-vae", "spiral_vae",
                           "odecli.latent.spiral_experiment:SpiralVAE"),
     "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent.ecg_experiment:EcgVAE"),
+    "cnf": Command("cnf", "cnf", "odecli.flows.experiment:CNFExperiment"),
+    "classify": Command("classify", "classify",
+                        "odecli.classify.experiment:ClassifyExperiment",
+                        "_${hydra.runtime.choices.classify_model}", "classify_model"),
 }
 
 
@@ -63,11 +69,6 @@ class Outcome:
     sweep_dir: Path | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     errors: list[OdecliError] = field(default_factory=list)
-
-
-def outputs_root() -> Path:
-    """Absolute outputs folder: $ODECLI_OUTPUTS or ./outputs, fixed when first asked."""
-    return Path(os.environ.get("ODECLI_OUTPUTS", "outputs")).expanduser().resolve()
 
 
 def _register_resolvers() -> None:
@@ -215,12 +216,40 @@ class _JobFunction:
             log.error("%s", exc)
             # Returned, not raised: Hydra would print its own "Error executing job" line. The
             # CLI reads failures from metrics.json (sweeps) or from _OUTCOME (single runs).
+            if _searching():  # a failed trial is a bad value, not a crashed study
+                return _worst()
             return {"status": f"failed: {exc}", "run_dir": str(run_dir)}
         if not bool(cfg.get("quiet", False)):
             summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                 if k in SUMMARY_KEYS and isinstance(v, (int, float)))
             print(f"{cmd.name}: {metrics.get('status')}  {summary}\n  run folder: {run_dir}")
+        if _searching():
+            return objective_value(metrics, str(cfg.get("objective") or
+                                                 load(cmd.experiment).objectives[0]))
         return {"status": metrics.get("status"), "run_dir": str(run_dir)}
+
+
+def _searching() -> bool:
+    """True inside a job of a search sweeper (Optuna), which wants the objective returned."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sweeper = HydraConfig.get().get("sweeper") or {}
+    return "optuna" in str(sweeper.get("_target_", "")).lower()
+
+
+def _worst() -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    direction = str(HydraConfig.get().sweeper.get("direction", "minimize"))
+    return -math.inf if "max" in direction else math.inf
+
+
+def objective_value(metrics: dict[str, Any], name: str) -> float:
+    """The metric a search minimises; a missing or non-finite value counts as the worst."""
+    value = metrics.get(name)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return _worst()
 
 
 class _Stop(BaseException):
@@ -358,7 +387,12 @@ def validate(cmd: Command, overrides: list[str]) -> Any:
     job = composed.copy()
     with open_dict(job):
         job.pop("hydra", None)
-    load(cmd.experiment).validate(job)
+    experiment = load(cmd.experiment)
+    experiment.validate(job)
+    objective = job.get("objective")
+    if objective is not None and objective not in experiment.objectives:
+        raise ConfigError(f"objective '{objective}' is not a metric odecli {cmd.name} can "
+                          f"minimise; choose one of: {', '.join(experiment.objectives)}")
     return composed
 
 

@@ -40,12 +40,14 @@ SYSTEM = "system"
 # has them.
 METRICS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
            "extrapolation_forward_mse", "extrapolation_backward_mse",
-           "extrapolation_right_mse", "extrapolation_left_mse", "final_loss",
+           "extrapolation_right_mse", "extrapolation_left_mse", "test_error",
+           "test_accuracy", "n_params", "dial_nfe_ratio", "test_nll", "nll_gap",
+           "true_nll", "kde_nll", "gaussian_nll", "test_bpd", "final_loss",
            "nfe_forward_per_iter", "nfe_backward_per_iter", "nfe_eval", "seconds_per_iter",
            "peak_memory_mb", "iterations", "best_iteration")
 ALWAYS = ("final_loss", "nfe_forward_per_iter", "nfe_backward_per_iter")
 DEFAULT_SORT = ("extrap_error_rel", "extrapolation_forward_mse", "extrapolation_right_mse",
-                "error_rel", "reconstruction_mse", "final_loss")
+                "error_rel", "reconstruction_mse", "test_error", "test_nll", "final_loss")
 # Overrides that never describe the experiment itself.
 IGNORED_PREFIXES = ("hydra.", "hydra/", "resume", "quiet", "plots.")
 SEED_KEY = "seed"
@@ -417,9 +419,25 @@ def report(paths: list[str], sort: str | None = None, descending: bool = False,
     written = [out_dir / "report.csv", out_dir / "report.md"]
     runs.atomic_write_bytes(written[0], csv_text(table).encode())
     title = f"# odecli report: {len(items)} runs, sorted by {sort_key or 'run'}\n\n"
-    runs.atomic_write_bytes(written[1], (title + markdown_table(table)).encode())
+    searches = search_results(paths)
+    runs.atomic_write_bytes(written[1], (title + markdown_table(table)
+                                         + "".join(f"\n{s}\n" for s in searches)).encode())
     metric = sort_key if sort_key in metric_cols else next(
         (m for m in DEFAULT_SORT if any(m in r.metrics for r in items)), "")
     if plots:
         written += figures(items, keys, metric, out_dir)
-    return text_table(table), written
+    return "\n".join([text_table(table), *searches]), written
+
+
+def search_results(paths: list[str]) -> list[str]:
+    """One line per search sweep (Hydra's Optuna sweeper writes optimization_results.yaml
+    into the sweep folder): its best value and parameters."""
+    lines = []
+    for text in paths:
+        for found in sorted(Path(text).expanduser().rglob("optimization_results.yaml")):
+            data = _yaml(found) or {}
+            if "best_value" in data or "best_values" in data:
+                best = data.get("best_value", data.get("best_values"))
+                params = ", ".join(f"{k}={v}" for k, v in (data.get("best_params") or {}).items())
+                lines.append(f"search {found.parent}: best value {best} with {params}")
+    return lines

@@ -50,7 +50,8 @@ def claim_dir(parent: Path, tag: str) -> Path:
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """Expand a sweep the way Hydra's basic sweeper does (cartesian product of a,b,c lists),
-    so every job's config can be checked before any job runs."""
+    so every job's config can be checked before any job runs; a search interval
+    (`interval(a,b)`, Optuna) contributes its two ends."""
     import itertools
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -63,6 +64,10 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     for o in parsed:
         if o.is_sweep_override():
             key = o.get_key_element()
+            if o.is_interval_sweep():  # a search space (Optuna): check both ends
+                ends = (o.value().start, o.value().end)
+                axes.append([f"{key}={v}" for v in ends])
+                continue
             try:
                 axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
             except Exception as exc:

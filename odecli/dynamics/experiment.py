@@ -30,6 +30,7 @@ class DynamicsExperiment(Experiment):
 
     command: ClassVar[str] = "train"
     evaluate_at_start: ClassVar[bool] = True
+    objectives: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel", "final_loss")
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("eval_loss", "eval loss (L1, training span)"),
         ("error_rel", "relative trajectory error"))

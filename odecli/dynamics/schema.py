@@ -104,6 +104,7 @@ SYSTEM = Tagged("name", SYSTEMS, message="unknown system '{value}'; choose one o
 PLOTS = Schema({"enabled": Bool(), "gif": Bool()})
 
 CONFIG = engine.RUN.extend({
+    **engine.TRACKING,
     "data": DATA,
     "train": TRAIN,
     "model": MODEL,

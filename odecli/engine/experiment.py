@@ -29,6 +29,8 @@ class Experiment:
     # Keep the state with the lowest evaluation "score" and restore it before the test.
     track_best: ClassVar[bool] = False
     evaluate_at_start: ClassVar[bool] = False  # a history row before the first step
+    # metrics.json keys an Optuna sweep may minimise (`objective=`); the first is the default.
+    objectives: ClassVar[tuple[str, ...]] = ("final_loss",)
     # History columns drawn in the loss figure's evaluation panel: (key, label).
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = ()
 

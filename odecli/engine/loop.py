@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from odecli.engine import checkpoint, optim, progress, rundir, signals
+from odecli.engine import checkpoint, loggers, optim, progress, rundir, signals
 from odecli.engine.experiment import Experiment
 from odecli.engine.figures import loss_figure
 from odecli.errors import Interrupted, OdecliError, RunFailed, SolverError
@@ -52,6 +52,7 @@ class Engine:
         self.best_iteration = 0
         self.best_score = math.inf
         self._cfg_plain: dict[str, Any] | None = None
+        self.trackers = loggers.Trackers(self.cfg, self.run_dir, experiment.command)
 
     # -- one step ------------------------------------------------------------------------
     def step(self) -> None:
@@ -91,10 +92,11 @@ class Engine:
         # No training loss before the first step: an empty cell, not a NaN that reads as a
         # diverged run.
         loss = None if self.iteration == 0 else self.last_loss
-        self.history.append({"iteration": self.iteration, "train_loss": loss,
-                             **self.last_extras, **ev, "nfe_forward": self.nfe_forward,
-                             "nfe_backward": self.nfe_backward,
-                             "seconds": round(self.train_seconds, 4)})
+        row = {"iteration": self.iteration, "train_loss": loss, **self.last_extras, **ev,
+               "nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
+               "seconds": round(self.train_seconds, 4)}
+        self.history.append(row)
+        self.trackers.evaluation(self.iteration, row)
         if self.exp.track_best and ev["score"] < self.best_score:
             self.best_score, self.best_iteration = ev["score"], self.iteration
             self.best = {k: copy.deepcopy(m.state_dict())
@@ -187,6 +189,7 @@ class Engine:
                 log.warning("figures failed: %s", exc)
                 metrics["figures_error"] = str(exc)
         rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        self.trackers.finish(self.run_dir, metrics)
         return metrics
 
     def figures(self, test: dict[str, Any] | None) -> None:
@@ -283,6 +286,7 @@ def run_metrics(engine: Engine, status: str, reason: str | None, hint: str | Non
     }
     if exp.track_best:
         m["best_iteration"] = engine.best_iteration
+        m["best_score"] = engine.best_score
     if exp.citation:
         m["data_license"] = exp.citation
     if status == "interrupted":

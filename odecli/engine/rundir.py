@@ -145,3 +145,8 @@ def notice(logger: Any, message: str) -> None:
     handler is silenced so the progress bar and summary own the terminal)."""
     logger.warning(message)
     print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def outputs_root() -> Path:
+    """Absolute outputs folder: $ODECLI_OUTPUTS or ./outputs."""
+    return Path(os.environ.get("ODECLI_OUTPUTS", "outputs")).expanduser().resolve()

@@ -7,7 +7,11 @@ way in `train`, `spiral-vae` and `ecg-vae`. `RUN` holds the top-level keys they 
 
 from __future__ import annotations
 
-from odecli.fields import Bool, Choice, Float, Int, Rule, Schema, Str
+from dataclasses import dataclass
+from typing import Any
+
+from odecli.errors import ConfigError
+from odecli.fields import Bool, Choice, Field, Float, Int, Name, Rule, Schema, Str, to_plain
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")  # mapped to torch in odecli.engine.optim
 SCHEDULES = ("constant", "cosine")
@@ -34,3 +38,34 @@ RUN = Schema({
     "quiet": Bool(),  # true: no progress bar or summary
     "resume": Str(nullable=True),  # a run folder to continue (every command resumes)
 })
+
+# One node per tracker chosen with logger=NAME or logger=[A,B] (odecli.engine.loggers).
+TRACKERS = {
+    "tensorboard": Schema({"log_dir": Name(), "figures": Bool()}),
+    "mlflow": Schema({"tracking_uri": Str(nullable=True), "experiment": Str(nullable=True)}),
+}
+
+
+@dataclass(frozen=True)
+class Trackers(Field):
+    """The `logger` node: any subset of TRACKERS, each checked by its own schema."""
+
+    def describe(self) -> str:
+        return f"tracker settings ({', '.join(TRACKERS)})"
+
+    def check(self, value: Any, path: str) -> dict[str, Any]:
+        node = to_plain(value) or {}
+        if not isinstance(node, dict):
+            raise self._error(path, value)
+        for name in node:
+            if name not in TRACKERS:
+                raise ConfigError(f"unknown logger '{name}'; choose none or any of: "
+                                  f"{', '.join(TRACKERS)} (e.g. logger=[tensorboard,mlflow])")
+        return {k: TRACKERS[k].check(v, f"{path}.{k}") for k, v in node.items()}
+
+
+# Keys every command that trains on the engine adds at its top level.
+TRACKING = {
+    "logger": Trackers(),
+    "objective": Str(nullable=True),  # the metric an Optuna sweep minimises (null: default)
+}

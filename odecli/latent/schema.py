@@ -134,6 +134,7 @@ TASK_SET = Schema({
 })
 
 SPIRAL_VAE = engine.RUN.extend({
+    **engine.TRACKING,
     "solver": SOLVER,
     "gradient": GRADIENT,
     "device": DEVICE,
@@ -143,6 +144,7 @@ SPIRAL_VAE = engine.RUN.extend({
     "plots": PLOTS,
 })
 ECG_VAE = engine.RUN.extend({
+    **engine.TRACKING,
     "solver": SOLVER,
     "gradient": GRADIENT,
     "device": DEVICE,

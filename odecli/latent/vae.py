@@ -39,6 +39,7 @@ class VAEExperiment(Experiment):
     """Adam (or train.optimizer) on the negative ELBO; the best validation score is kept."""
 
     track_best: ClassVar[bool] = True
+    objectives: ClassVar[tuple[str, ...]] = ("best_score", "reconstruction_mse", "final_loss")
     # the command's whole-config check (odecli.latent.schema)
     check_config: ClassVar[Callable[[Any], dict[str, Any]]]
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
