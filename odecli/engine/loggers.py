@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -124,15 +126,27 @@ TRACKERS: dict[str, type] = {"tensorboard": TensorBoard, "mlflow": MLflow}
 
 
 class Trackers:
-    """The chosen trackers; each call is guarded so a failing tracker is dropped with one
-    warning line instead of breaking the run."""
+    """The chosen trackers, fed from a background thread so that importing them, opening
+    their stores and writing every evaluation overlap training instead of adding to it. Each
+    call is guarded: a failing tracker is dropped with one warning line, never the run."""
 
     def __init__(self, cfg: Any, run_dir: Path, command: str) -> None:
         self.active: dict[str, Any] = {}
         node = cfg.get("logger") or {}
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        if not node:
+            return
         for name, settings in node.items():
-            self._guard(name, lambda n=name, s=settings: self.active.__setitem__(
-                n, TRACKERS[n](s, cfg, run_dir, command)))
+            self._queue.put(lambda n=name, s=settings: self._guard(n, lambda: self.active
+                            .__setitem__(n, TRACKERS[n](s, cfg, run_dir, command))))
+        self._thread = threading.Thread(target=self._work, name="odecli-trackers",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job()
 
     def _guard(self, name: str, call: Any) -> None:
         try:
@@ -142,10 +156,21 @@ class Trackers:
             rundir.notice(log, f"logger {name} disabled: {type(exc).__name__}: "
                                f"{' '.join(str(exc).split())[:200]}")
 
-    def evaluation(self, step: int, row: Mapping[str, Any]) -> None:
+    def _each(self, call: Any) -> None:
         for name, tracker in list(self.active.items()):
-            self._guard(name, lambda t=tracker: t.evaluation(step, row))
+            self._guard(name, lambda t=tracker: call(t))
+
+    def evaluation(self, step: int, row: Mapping[str, Any]) -> None:
+        if self._thread is not None:
+            row = dict(row)
+            self._queue.put(lambda: self._each(lambda t: t.evaluation(step, row)))
 
     def finish(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
-        for name, tracker in list(self.active.items()):
-            self._guard(name, lambda t=tracker: t.finish(run_dir, metrics))
+        """Hand over the final metrics and figures and wait until every tracker is done."""
+        if self._thread is None:
+            return
+        metrics = dict(metrics)
+        self._queue.put(lambda: self._each(lambda t: t.finish(run_dir, metrics)))
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
