@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from odecli.classify import schema as cls
 from odecli.cli.bridge import COMMANDS, compose
 from odecli.cli.configs_index import config_dir, options
 from odecli.dynamics import models, systems
@@ -27,14 +28,17 @@ from odecli.fields import (
     Tagged,
     Union,
 )
+from odecli.flows import schema as flw
 from odecli.latent import schema as lat
 from odecli.numerics import device, solve
 from odecli.numerics import schema as num
 
 ROOT = config_dir()
 CHECKS = {"train": dyn.check_train, "spiral-vae": lat.check_spiral_vae,
-          "ecg-vae": lat.check_ecg_vae}
-SCHEMAS = {"train": dyn.CONFIG, "spiral-vae": lat.SPIRAL_VAE, "ecg-vae": lat.ECG_VAE}
+          "ecg-vae": lat.check_ecg_vae, "classify": cls.check_classify,
+          "cnf": flw.check_cnf}
+SCHEMAS = {"train": dyn.CONFIG, "spiral-vae": lat.SPIRAL_VAE, "ecg-vae": lat.ECG_VAE,
+           "classify": cls.CONFIG, "cnf": flw.CONFIG}
 
 
 def composed(command: str, overrides: list[str] | None = None) -> Any:

@@ -262,7 +262,8 @@ class _Stop(BaseException):
 
 SUMMARY_KEYS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
                 "extrapolation_forward_mse", "extrapolation_backward_mse",
-                "extrapolation_right_mse", "extrapolation_left_mse", "seconds_per_iter",
+                "extrapolation_right_mse", "extrapolation_left_mse", "test_accuracy",
+                "test_nll", "nll_gap", "seconds_per_iter",
                 "wall_seconds")
 
 

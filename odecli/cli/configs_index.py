@@ -16,8 +16,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "train": ("system", "model", "solver", "gradient", "device", "experiment"),
     "spiral_vae": ("solver", "gradient", "device"),
     "ecg_vae": ("solver", "gradient", "device"),
+    "cnf": ("solver", "gradient", "device"),
+    "classify": ("classify_data", "classify_model", "solver", "gradient", "device"),
 }
-LISTED = ("system", "model", "solver", "gradient", "device", "experiment")
+LISTED = ("system", "model", "solver", "gradient", "device", "experiment", "logger",
+          "classify_data", "classify_model")
 
 
 def config_dir() -> Path:

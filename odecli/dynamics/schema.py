@@ -23,7 +23,7 @@ from odecli.fields import (
     Union,
     job_node,
 )
-from odecli.numerics.schema import DEVICE, GRADIENT, SOLVER
+from odecli.numerics.schema import RUNTIME
 
 # Names mapped to torch modules in odecli.dynamics.models (tests/test_schema.py keeps the two
 # in step).
@@ -110,9 +110,7 @@ CONFIG = engine.RUN.extend({
     "model": MODEL,
     "system": SYSTEM,
     "plots": PLOTS,
-    "solver": SOLVER,
-    "gradient": GRADIENT,
-    "device": DEVICE,
+    **RUNTIME,
 })
 
 

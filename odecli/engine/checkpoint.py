@@ -71,11 +71,12 @@ def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
     if isinstance(node, Mapping):
         out: dict[str, Any] = {}
         for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
@@ -83,7 +84,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any],
                        allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
     """Keys (outside `allowed` and their subtrees) whose values differ, as 'key: a -> b'."""
-    a, b = _flatten(stored), _flatten(given)
+    a, b = flatten(stored), flatten(given)
     out = []
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in allowed):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -94,3 +95,16 @@ class Experiment:
 
     def on_evaluation(self, iteration: int, evaluation: dict[str, float]) -> None:
         """Called after each recorded evaluation (e.g. to keep a GIF frame)."""
+
+
+class NumpyBatches:
+    """Mixin for a family whose batches come from `self.rng`, a numpy Generator: the engine
+    checkpoints its state and restores it after an abandoned step."""
+
+    rng: np.random.Generator
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"batches": self.rng.bit_generator.state}
+
+    def set_rng_state(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = state["batches"]

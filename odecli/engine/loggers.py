@@ -20,17 +20,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from odecli.engine import rundir
+from odecli.engine.checkpoint import flatten
 
 log = logging.getLogger("odecli.engine")
-
-
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _numbers(row: Mapping[str, Any]) -> dict[str, float]:
@@ -97,7 +89,7 @@ class MLflow:
         run_name = f"{sweep.name}/{run_dir.name}" if sweep else run_dir.name
         self.run_id = self.client.create_run(experiment, run_name=run_name,
                                              tags=tags).info.run_id
-        params = {k: str(v)[:500] for k, v in _flat(
+        params = {k: str(v)[:500] for k, v in flatten(
             OmegaConf.to_container(cfg, resolve=True)).items()}
         from mlflow.entities import Param
 

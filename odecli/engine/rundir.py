@@ -150,3 +150,14 @@ def notice(logger: Any, message: str) -> None:
 def outputs_root() -> Path:
     """Absolute outputs folder: $ODECLI_OUTPUTS or ./outputs."""
     return Path(os.environ.get("ODECLI_OUTPUTS", "outputs")).expanduser().resolve()
+
+
+def sha256(path: Path) -> str:
+    """A file's SHA-256, read in blocks (checks downloads and cached data files)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

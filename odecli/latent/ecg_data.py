@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from odecli.engine.rundir import atomic_write_bytes
+from odecli.engine.rundir import atomic_write_bytes, sha256
 from odecli.errors import OdecliError, one_line
 
 ENV_DIR = "ODECLI_ECG_DIR"  # the records' folder when data.dir is null
@@ -119,7 +119,7 @@ def _cached_or_download(data: Mapping[str, Any], record: str, db: str) -> Path:
     cache = Path(data["cache_dir"]).expanduser() / db / version
     known = SHA256.get((db, version, record), {})
     if all((cache / n).is_file() for n in names[:2]) and all(
-            _sha256(cache / n) == known[n] for n in names if n in known and (cache / n).is_file()):
+            sha256(cache / n) == known[n] for n in names if n in known and (cache / n).is_file()):
         return cache / record
     if not data["download"]:
         raise OdecliError(f"record '{record}' is not cached and data.download=false; "
@@ -167,18 +167,10 @@ def _is_not_found(exc: BaseException) -> bool:
         exc, FileNotFoundError) or "No such file" in str(getattr(exc, "reason", ""))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(base: Path, db: str = "mitdb", version: str = "1.0.0") -> dict[str, bool]:
     """Which of a record's files match the published checksums (files we know sums for)."""
     known = SHA256.get((db, version, base.name), {})
-    return {n: (base.parent / n).is_file() and _sha256(base.parent / n) == s
+    return {n: (base.parent / n).is_file() and sha256(base.parent / n) == s
             for n, s in known.items()}
 
 

@@ -25,7 +25,7 @@ from odecli.fields import (
     Union,
     job_node,
 )
-from odecli.numerics.schema import DEVICE, GRADIENT, SOLVER
+from odecli.numerics.schema import RUNTIME
 from odecli.numerics.solve import METHODS
 
 ENCODERS = ("rnn", "gru", "odernn")
@@ -135,9 +135,7 @@ TASK_SET = Schema({
 
 SPIRAL_VAE = engine.RUN.extend({
     **engine.TRACKING,
-    "solver": SOLVER,
-    "gradient": GRADIENT,
-    "device": DEVICE,
+    **RUNTIME,
     "data": SPIRAL_DATA,
     "model": SPIRAL_MODEL,
     "train": SPIRAL_TRAIN,
@@ -145,9 +143,7 @@ SPIRAL_VAE = engine.RUN.extend({
 })
 ECG_VAE = engine.RUN.extend({
     **engine.TRACKING,
-    "solver": SOLVER,
-    "gradient": GRADIENT,
-    "device": DEVICE,
+    **RUNTIME,
     "data": ECG_DATA,
     "tasks": TASK_SET,
     "model": ECG_MODEL,

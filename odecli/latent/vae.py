@@ -7,7 +7,7 @@ each subclass supplies `sample_batch`, `evaluate`, `test` and `figures`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from odecli.engine import rundir
-from odecli.engine.experiment import Experiment
+from odecli.engine.experiment import Experiment, NumpyBatches
 from odecli.latent.model import LatentODEVAE, elbo
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import SolverSpec
@@ -35,7 +35,7 @@ class MaskedBatch:
     #                                      anchor[i]; x is read on its own relative clock
 
 
-class VAEExperiment(Experiment):
+class VAEExperiment(NumpyBatches, Experiment):
     """Adam (or train.optimizer) on the negative ELBO; the best validation score is kept."""
 
     track_best: ClassVar[bool] = True
@@ -82,12 +82,6 @@ class VAEExperiment(Experiment):
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
-
-    def rng_state(self) -> dict[str, Any]:
-        return {"batches": self.rng.bit_generator.state}
-
-    def set_rng_state(self, state: Mapping[str, Any]) -> None:
-        self.rng.bit_generator.state = state["batches"]
 
     def sample_batch(self) -> MaskedBatch:
         raise NotImplementedError

@@ -48,3 +48,6 @@ DEVICE = Tagged(
     },
     message="unknown device '{value}'; choose one of: {options}",
 )
+
+# The groups every command composes, as its config's top-level keys.
+RUNTIME = {"solver": SOLVER, "gradient": GRADIENT, "device": DEVICE}

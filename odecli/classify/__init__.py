@@ -1,0 +1,1 @@
+"""`odecli classify`: ODE-Net against ResNet on handwritten digits (sklearn digits, MNIST)."""

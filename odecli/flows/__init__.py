@@ -1,0 +1,1 @@
+"""`odecli cnf`: continuous normalizing flows on 2-D toy densities."""
