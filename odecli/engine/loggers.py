@@ -1,8 +1,9 @@
 """Experiment trackers beside the run folder: TensorBoard event files and MLflow runs.
 
 The run folder stays the source of truth; a tracker only mirrors it (the config, every
-evaluation row, the final metrics and figures). A tracker that fails (missing package,
-unwritable store, server down) prints one warning line and is dropped: it never stops a run.
+evaluation row, the final metrics and figures), from a child process so that it costs the
+training loop almost nothing. A tracker that fails (missing package, unwritable store, server
+down) prints one warning line and is dropped: it never stops a run.
 `cfg.logger` holds one node per chosen tracker (`logger=tensorboard`,
 `logger=[tensorboard,mlflow]`); `logger=none` (the default) writes only the run folder.
 """
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,8 @@ class TensorBoard:
 
         self.writer = SummaryWriter(log_dir=str(run_dir / str(node["log_dir"])))
         self.figures = bool(node["figures"])
-        self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "```")
+        self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(OmegaConf.create(cfg))
+                             + "```")
 
     def evaluation(self, step: int, row: Mapping[str, Any]) -> None:
         for key, value in _numbers(row).items():
@@ -89,8 +89,7 @@ class MLflow:
         run_name = f"{sweep.name}/{run_dir.name}" if sweep else run_dir.name
         self.run_id = self.client.create_run(experiment, run_name=run_name,
                                              tags=tags).info.run_id
-        params = {k: str(v)[:500] for k, v in flatten(
-            OmegaConf.to_container(cfg, resolve=True)).items()}
+        params = {k: str(v)[:500] for k, v in flatten(cfg).items()}
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
@@ -118,51 +117,71 @@ TRACKERS: dict[str, type] = {"tensorboard": TensorBoard, "mlflow": MLflow}
 
 
 class Trackers:
-    """The chosen trackers, fed from a background thread so that importing them, opening
-    their stores and writing every evaluation overlap training instead of adding to it. Each
-    call is guarded: a failing tracker is dropped with one warning line, never the run."""
+    """The chosen trackers, run in a child process: importing them, opening their stores and
+    writing every evaluation happen beside training (on another core, outside this process's
+    GIL) instead of adding to it. A failing tracker is dropped with one warning line, printed
+    here when the run ends; it never stops the run."""
 
     def __init__(self, cfg: Any, run_dir: Path, command: str) -> None:
-        self.active: dict[str, Any] = {}
         node = cfg.get("logger") or {}
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._process: Any = None
         if not node:
             return
-        for name, settings in node.items():
-            self._queue.put(lambda n=name, s=settings: self._guard(n, lambda: self.active
-                            .__setitem__(n, TRACKERS[n](s, cfg, run_dir, command))))
-        self._thread = threading.Thread(target=self._work, name="odecli-trackers",
-                                        daemon=True)
-        self._thread.start()
+        import multiprocessing
 
-    def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
-            job()
+        # fork: the child starts at once with everything imported (it never runs torch ops,
+        # so forking a process that has torch loaded is safe); spawn where there is no fork
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._jobs: Any = ctx.Queue()
+        self._notes: Any = ctx.Queue()
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        self._process = ctx.Process(
+            target=_serve, name="odecli-trackers", daemon=True,
+            args=(self._jobs, self._notes, plain, str(run_dir), command,
+                  str(rundir.outputs_root())))
+        self._process.start()
 
-    def _guard(self, name: str, call: Any) -> None:
+    def evaluation(self, step: int, row: Mapping[str, Any]) -> None:
+        if self._process is not None:
+            self._jobs.put(("evaluation", step, _numbers(row)))
+
+    def finish(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
+        """Hand over the final metrics and figures; wait until every tracker is done."""
+        if self._process is None:
+            return
+        self._jobs.put(("finish", str(run_dir), rundir._json_safe(dict(metrics))))
+        self._jobs.put(None)
+        self._process.join(timeout=120)
+        if self._process.is_alive():
+            self._process.terminate()
+            rundir.notice(log, "logger: the trackers did not finish within 120 s; stopped")
+        while not self._notes.empty():
+            rundir.notice(log, self._notes.get())
+        self._process = None
+
+
+def _serve(jobs: Any, notes: Any, cfg: dict[str, Any], run_dir: str, command: str,
+           outputs: str) -> None:
+    """The child process: build each tracker, then feed it every message until None."""
+    os.environ["ODECLI_OUTPUTS"] = outputs
+    active: dict[str, Any] = {}
+
+    def guard(name: str, call: Any) -> None:
         try:
             call()
         except Exception as exc:  # noqa: BLE001 - any tracker failure must not stop the run
-            self.active.pop(name, None)
-            rundir.notice(log, f"logger {name} disabled: {type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:200]}")
+            active.pop(name, None)
+            notes.put(f"logger {name} disabled: {type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:200]}")
 
-    def _each(self, call: Any) -> None:
-        for name, tracker in list(self.active.items()):
-            self._guard(name, lambda t=tracker: call(t))
-
-    def evaluation(self, step: int, row: Mapping[str, Any]) -> None:
-        if self._thread is not None:
-            row = dict(row)
-            self._queue.put(lambda: self._each(lambda t: t.evaluation(step, row)))
-
-    def finish(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
-        """Hand over the final metrics and figures and wait until every tracker is done."""
-        if self._thread is None:
-            return
-        metrics = dict(metrics)
-        self._queue.put(lambda: self._each(lambda t: t.finish(run_dir, metrics)))
-        self._queue.put(None)
-        self._thread.join()
-        self._thread = None
+    for name, settings in (cfg.get("logger") or {}).items():
+        guard(name, lambda n=name, s=settings: active.__setitem__(
+            n, TRACKERS[n](s, cfg, Path(run_dir), command)))
+    while (message := jobs.get()) is not None:
+        kind, *args = message
+        for name, tracker in list(active.items()):
+            if kind == "evaluation":
+                guard(name, lambda t=tracker, a=args: t.evaluation(a[0], a[1]))
+            else:
+                guard(name, lambda t=tracker, a=args: t.finish(Path(a[0]), a[1]))
