@@ -93,17 +93,29 @@ class MLflow:
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        self.pending: list[Any] = []
+        self.flushed = 0.0
 
     def evaluation(self, step: int, row: Mapping[str, Any]) -> None:
+        """Buffered: one database write every FLUSH_SECONDS at most (each is a transaction)."""
         import time
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[
-            Metric(k, v, now, step) for k, v in _numbers(row).items()])
+        now = time.time()
+        self.pending += [Metric(k, v, int(now * 1000), step) for k, v in _numbers(row).items()]
+        if now - self.flushed >= FLUSH_SECONDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import time
+
+        if self.pending:
+            self.client.log_batch(self.run_id, metrics=self.pending)
+        self.pending, self.flushed = [], time.time()
 
     def finish(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
+        self._flush()
         for path in [run_dir / rundir.METRICS, run_dir / ".hydra" / "config.yaml",
                      *sorted(run_dir.glob("*.png"))]:
             if path.is_file():
@@ -112,6 +124,8 @@ class MLflow:
             "KILLED" if metrics.get("status") == "interrupted" else "FAILED")
         self.client.set_terminated(self.run_id, status=status)
 
+
+FLUSH_SECONDS = 5.0  # live enough for a UI, few enough writes to cost the run nothing
 
 TRACKERS: dict[str, type] = {"tensorboard": TensorBoard, "mlflow": MLflow}
 
