@@ -118,3 +118,36 @@ def test_record_names_cannot_leave_their_folder(cli, outputs, tmp_path, record):
     assert res.exit_code == 2
     assert "data.record must be a plain name" in _one_error_line(res.stderr)
     assert not (tmp_path / "cache").exists() and not (outputs / "ecg-vae").exists()
+
+
+def test_relative_data_folders_are_stored_absolute(cli, outputs, monkeypatch, tmp_path):
+    from conftest import ECG_DIR
+
+    monkeypatch.chdir(ECG_DIR.parent.parent)  # the repository root: tests/data is relative
+    args = ["ecg-vae", "data.dir=tests/data", "data.max_beats=60", "data.n_points=16",
+            "train.niters=2", "train.test_freq=1", "train.batch_size=8", "model.latent_dim=2",
+            "model.encoder_width=4", "model.ode_width=4", "model.decoder_width=4", "quiet=true",
+            "plots.enabled=false"]
+    assert cli(*args).exit_code == 0
+    (run,) = [p.parent for p in (outputs / "ecg-vae").rglob("metrics.json")]
+    stored = (run / ".hydra" / "overrides.yaml").read_text()
+    assert str(ECG_DIR) in stored
+    monkeypatch.chdir(tmp_path)  # somewhere else: eval still finds the record
+    res = cli("eval", str(run), "--out", str(tmp_path / "ev"))
+    assert res.exit_code == 0, res.stderr
+
+
+def test_resume_with_the_wrong_command_names_the_right_one(cli, outputs):
+    assert cli("train", *FAST, "train.niters=2").exit_code == 0
+    (run,) = [p.parent for p in (outputs / "train").rglob("metrics.json")]
+    res = cli("spiral-vae", f"resume={run}")
+    assert res.exit_code == 2
+    assert f"is a 'train' run; continue it with odecli train resume={run}" in res.stderr
+
+
+def test_a_diverged_state_is_one_line_not_a_tensor():
+    from odecli.numerics.solve import translate_failure
+
+    exc = AssertionError("non-finite values in state `y`: tensor([[nan, nan],\n [nan, nan]])")
+    err = translate_failure(exc)
+    assert str(err) == "solver failed: the state became NaN or Inf" and "lower" in err.hint

@@ -88,6 +88,20 @@ def load(path: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+# Config keys that name a folder: a relative path is made absolute when the run starts, so
+# resume= and eval find the data from any working directory.
+PATH_KEYS = ("data.dir", "data.cache_dir")
+
+
+def absolute_path(override: str) -> str:
+    """`data.dir=rel/path` -> `data.dir=/abs/rel/path` (other overrides unchanged)."""
+    key, _, value = override.partition("=")
+    if ov.key(override) not in PATH_KEYS or not value or value in ("null", "None") or (
+            value.startswith(("/", "~", "$", "'", '"'))):
+        return override
+    return f"{key}={ov.quote(str(Path(value).resolve()))}"
+
+
 def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
     """Run/sweep folders with microseconds (parallel shell loops never collide)."""
     stamp = "${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"
@@ -297,7 +311,12 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         if multirun:
             raise OdecliError("resume= continues one run and cannot be combined with -m")
         run_dir = resume_mod.run_folder(resume_dir)
+        made_by = resume_mod.stored_command(run_dir)
+        if made_by not in (None, cmd.name):
+            raise OdecliError(f"{run_dir} is a '{made_by}' run; continue it with "
+                              f"odecli {made_by} resume={run_dir}")
         args = resume_mod.merged_overrides(run_dir, args)
+    args = [absolute_path(o) for o in args]
     if not showing:
         check_writable(args, multirun)
         jobs = sweep_jobs(args) if multirun else [args]

@@ -37,6 +37,15 @@ def sweep_jobs_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and holds_run(p))
 
 
+def _finished(folder: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((folder / METRICS).read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
 def _lock(folder: Path) -> int:
     """Take the folder's lock or say who holds it; returns the open descriptor."""
     try:
@@ -76,8 +85,9 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
             if not overwrite:
                 what = (f"{len(earlier)} job folder(s) of an earlier sweep" if sweep
                         else "a run")
-                way = ("" if sweep else f"continue it with `odecli {command} "
-                       f"resume={folder}`, ")
+                finished = not sweep and _finished(folder)
+                way = ("" if sweep else f"continue it with `odecli {command} resume={folder}`"
+                       + (" train.niters=<more>" if finished else "") + ", ")
                 raise OdecliError(f"{folder} already holds {what}; {way}choose another "
                                   f"{'hydra.sweep.dir' if sweep else 'hydra.run.dir'}, or "
                                   f"pass --overwrite to move it aside to "

@@ -13,11 +13,11 @@ from odecli.errors import OdecliError
 
 # Config groups each primary config composes (shown in --help).
 GROUPS: dict[str, tuple[str, ...]] = {
-    "train": ("system", "model", "solver", "gradient", "device", "experiment"),
-    "spiral_vae": ("solver", "gradient", "device"),
-    "ecg_vae": ("solver", "gradient", "device"),
-    "cnf": ("solver", "gradient", "device"),
-    "classify": ("classify_data", "classify_model", "solver", "gradient", "device"),
+    "train": ("system", "model", "solver", "gradient", "device", "experiment", "logger"),
+    "spiral_vae": ("solver", "gradient", "device", "logger"),
+    "ecg_vae": ("solver", "gradient", "device", "logger"),
+    "cnf": ("solver", "gradient", "device", "logger"),
+    "classify": ("classify_data", "classify_model", "solver", "gradient", "device", "logger"),
 }
 LISTED = ("system", "model", "solver", "gradient", "device", "experiment", "logger",
           "classify_data", "classify_model")

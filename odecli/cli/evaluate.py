@@ -18,7 +18,8 @@ from odecli.errors import OdecliError, RunFailed, SolverError
 
 # What an evaluation may change: how the trained model is integrated and where, not the model.
 EVAL_KEYS = ("solver", "gradient", "system.extrapolate", "device", "plots", "resume", "quiet",
-             "train.niters", "train.test_freq", "train.checkpoint_every")
+             "train.niters", "train.test_freq", "train.checkpoint_every", "logger",
+             "data.dir", "data.cache_dir")
 EVAL_JSON = "eval.json"
 
 
@@ -43,7 +44,8 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
                 cmd.name != "train" and ov.key(o).startswith("system")):
             extra = ", system.extrapolate" if cmd.name == "train" else ""
             raise OdecliError(f"odecli eval cannot change '{o}'; it takes overrides of "
-                              f"solver, solver.*{extra}, device and plots")
+                              f"solver, solver.*{extra}, device, plots and where the data "
+                              f"is (data.dir)")
     merged = [o for o in resume_mod.merged_overrides(run_dir, overrides)
               if not o.startswith("resume=")]
     cfg = bridge.validate(cmd, merged)

@@ -439,5 +439,6 @@ def search_results(paths: list[str]) -> list[str]:
             if "best_value" in data or "best_values" in data:
                 best = data.get("best_value", data.get("best_values"))
                 params = ", ".join(f"{k}={v}" for k, v in (data.get("best_params") or {}).items())
-                lines.append(f"search {found.parent}: best value {best} with {params}")
+                lines.append(f"search {found.parent}: best value {best}"
+                             + (f" with {params}" if params else ""))
     return lines

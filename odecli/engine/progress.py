@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ def progress(total: int, description: str, quiet: bool = False, start: int = 0
         TimeRemainingColumn,
     )
 
-    if quiet:
+    if quiet or not sys.stdout.isatty():  # a log file gets the summary, not bar redraws
         yield _NullProgress()
         return
     bar = Progress(

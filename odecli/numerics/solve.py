@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from odecli.errors import ConfigError, SolverError
+from odecli.errors import ConfigError, SolverError, one_line
 from odecli.numerics import aca
 from odecli.numerics.backend import METHODS as METHODS
 
@@ -185,7 +185,10 @@ def translate_failure(exc: BaseException) -> SolverError:
         return SolverError("solver failed: underflow in dt", UNDERFLOW_HINT)
     if "max_num_steps" in text:
         return SolverError("solver failed: max_num_steps exceeded", UNDERFLOW_HINT)
-    return SolverError(f"solver failed: {text}", UNDERFLOW_HINT)
+    if "non-finite" in text:  # torchdiffeq prints the whole state after this
+        return SolverError("solver failed: the state became NaN or Inf",
+                           "training diverged; lower train.lr or tighten solver.rtol/atol")
+    return SolverError(f"solver failed: {one_line(exc)}", UNDERFLOW_HINT)
 
 
 def check_finite(value: torch.Tensor, what: str) -> None:
