@@ -73,15 +73,8 @@ class ClassifyExperiment(NumpyBatches, Experiment):
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        s = self.settings = check(cfg)
-        self.opts = s["train"]
-        self.rt = device_mod.setup(cfg.device)
-        device_mod.quiet_warnings()
-        self.spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
-        if self.spec.notice:
-            rundir.notice(log, self.spec.notice)
-        self.seed = s["seed"]
-        torch.manual_seed(self.seed)
+        self.configure(check(cfg), log)
+        s = self.settings
         self.data = d = data_mod.load(s["data"], self.seed)
         self.name, self.citation = d.name, d.citation
         self.x = torch.as_tensor(d.x, dtype=self.rt.dtype, device=self.rt.device)

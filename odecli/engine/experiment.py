@@ -7,6 +7,7 @@ family is a subclass of `Experiment` and a primary config, nothing more.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +46,21 @@ class Experiment:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+
+    def configure(self, settings: dict[str, Any], logger: logging.Logger) -> None:
+        """What every family does first: keep its checked config, set up the device and the
+        solver (announcing a substituted gradient), and seed torch."""
+        from odecli.engine.rundir import notice
+        from odecli.numerics import device as device_mod
+
+        self.settings, self.opts = settings, settings["train"]
+        self.rt = device_mod.setup(self.cfg.device)
+        device_mod.quiet_warnings()
+        self.spec = SolverSpec.from_cfg(self.cfg.solver, self.cfg.get("gradient"))
+        if self.spec.notice:
+            notice(logger, self.spec.notice)
+        self.seed = int(settings["seed"])
+        torch.manual_seed(self.seed)
 
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:

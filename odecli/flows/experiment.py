@@ -47,16 +47,10 @@ class CNFExperiment(Experiment):
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        self.settings = s = check_cnf(cfg)
-        self.opts = s["train"]
-        self.spec = SolverSpec.from_cfg(cfg.solver, cfg.gradient)
-        if self.spec.notice:
-            rundir.notice(log, self.spec.notice)
-        self.rt = device_mod.setup(cfg.device)
-        self.seed = s["seed"]
+        self.configure(check_cnf(cfg), log)  # numpy draws the data: seeding order is free
+        s = self.settings
         self.data = toy.make_data(s["data"], self.seed)
         self.name = self.data.name
-        torch.manual_seed(self.seed)
         m = s["model"]
         self.T = m["time_length"]
         self.field = Field(2, m["width"], m["depth"], m["activation"], m["time_input"]).to(

@@ -47,15 +47,7 @@ class VAEExperiment(NumpyBatches, Experiment):
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        self.settings = self.check(cfg)
-        self.opts = self.settings["train"]
-        self.rt = device_mod.setup(cfg.device)
-        device_mod.quiet_warnings()
-        self.spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
-        if self.spec.notice:
-            rundir.notice(log, self.spec.notice)
-        self.seed = int(cfg.seed)
-        torch.manual_seed(self.seed)
+        self.configure(self.check(cfg), log)
         self.noise_std = self.settings["model"]["obs_noise_std"]
         self.kl_warmup = self.opts["kl_warmup"]
 
