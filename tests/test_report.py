@@ -104,9 +104,9 @@ def make_run(path: Path, command: str = "train", fmt: str = "new",
     (path / ".hydra").mkdir(parents=True)
     (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     (path / ".hydra" / "config.yaml").write_text(FAMILIES[command]["config"])
-    (path / ".hydra" / "hydra.yaml").write_text(
-        "hydra:\n  runtime:\n    choices:\n" + "".join(f"      {k}: {v}\n"
-                                                      for k, v in (choices or {}).items()))
+    (path / ".hydra" / "hydra.yaml").write_text(  # Hydra's job name: the command
+        f"hydra:\n  job:\n    name: {command.replace('-', '_')}\n  runtime:\n    choices:\n"
+        + "".join(f"      {k}: {v}\n" for k, v in (choices or {}).items()))
     if status is not None:
         m = metrics(command, fmt, status, err, list(losses), **extra)
         (path / "metrics.json").write_text(json.dumps(m))

@@ -23,6 +23,7 @@ from typing import Any
 from odecli.cli import claims
 from odecli.cli import overrides as ov
 from odecli.cli.configs_index import config_dir
+from odecli.cli.run_folders import stored_command
 from odecli.cli.sweeps import (
     MultirunFailed,
     _SweepRecorder,
@@ -311,7 +312,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         if multirun:
             raise OdecliError("resume= continues one run and cannot be combined with -m")
         run_dir = resume_mod.run_folder(resume_dir)
-        made_by = resume_mod.stored_command(run_dir)
+        made_by = stored_command(run_dir)
         if made_by not in (None, cmd.name):
             raise OdecliError(f"{run_dir} is a '{made_by}' run; continue it with "
                               f"odecli {made_by} resume={run_dir}")

@@ -1,11 +1,9 @@
 """`odecli report PATH...`: many run folders -> one table and comparison figures.
 
-A run folder is any folder holding `.hydra/config.yaml` (single runs, sweep jobs, resumed
-runs) written by `train`, `spiral-vae` or `ecg-vae`. Columns are the run, its system (dataset),
-the overrides that differ between the runs (a run that did not override a key shows its
-config's value, or its group choice), then status, the failure or interruption reason and the
-metrics. Folders written before the three commands shared one vocabulary are read through
-ALIASES. No torch import: reporting on a laptop over copied cluster folders should be quick.
+Columns are the run, its system (dataset), the overrides that differ between the runs (a run
+that did not override a key shows its config's value, or its group choice), then status, the
+failure or interruption reason and the metrics. Reading the folders (in one vocabulary, old
+ones through ALIASES) is odecli.cli.run_folders. No torch import.
 """
 
 from __future__ import annotations
@@ -15,26 +13,22 @@ import io
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odecli.cli import overrides
+from odecli.cli.run_folders import (
+    Run,
+    find_runs,
+    load_run,
+    lookup,
+    natural_key,
+    number,
+    read_yaml,
+)
 from odecli.engine import rundir as runs
 from odecli.engine.figures import pyplot, save
 from odecli.errors import OdecliError
 
-# Old name -> current name, per file. Folders written before the three commands shared one
-# training engine use the old names; a current name wins where a file has both.
-ALIASES: dict[str, dict[str, str]] = {
-    runs.METRICS: {"nfe_forward_per_solve": "nfe_forward_per_iter"},  # old `train`
-    # Old VAE history, told apart by its `loss` column. Its NFE columns counted one step, not
-    # the run so far: renamed so nothing reads them as the cumulative counts.
-    runs.HISTORY: {"loss": "train_loss", "nfe_forward": "nfe_forward_step",
-                   "nfe_backward": "nfe_backward_step"},
-}
-# Dataset of a run whose metrics.json names no `system` (old VAE folders, unfinished runs).
-DATASETS = {"spiral-vae": "spirals", "ecg-vae": "ecg"}
 SYSTEM = "system"
 # Metric columns, in table order; ALWAYS are shown for every report, the rest when some run
 # has them.
@@ -48,154 +42,8 @@ METRICS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
 ALWAYS = ("final_loss", "nfe_forward_per_iter", "nfe_backward_per_iter")
 DEFAULT_SORT = ("extrap_error_rel", "extrapolation_forward_mse", "extrapolation_right_mse",
                 "error_rel", "reconstruction_mse", "test_error", "test_nll", "final_loss")
-# Overrides that never describe the experiment itself.
-IGNORED_PREFIXES = ("hydra.", "hydra/", "resume", "quiet", "plots.")
 SEED_KEY = "seed"
 FIGURES = ("report_error.png", "report_loss.png")
-
-
-@dataclass
-class Run:
-    """One run folder as the report sees it."""
-
-    path: Path
-    name: str = ""
-    command: str = ""  # train, spiral-vae, ecg-vae ("" if unknown)
-    system: str = ""  # the system or dataset: lotka, spirals, mitdb/100
-    overrides: dict[str, str] = field(default_factory=dict)
-    status: str = "incomplete"
-    reason: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)  # current names
-    history: list[dict[str, Any]] = field(default_factory=list)  # current names
-    config: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, str] = field(default_factory=dict)  # the differing overrides
-
-
-def find_runs(paths: list[str]) -> list[Path]:
-    """Every run folder under the given paths (each path may itself be one)."""
-    found: list[Path] = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise OdecliError(f"{text} does not exist")
-        if not path.is_dir():
-            raise OdecliError(f"{text} is not a run folder or a folder of runs")
-        here = sorted(p.parent.parent for p in path.rglob(".hydra/config.yaml"))
-        if (path / ".hydra" / "config.yaml").is_file() and path.resolve() not in {
-                h.resolve() for h in here}:
-            here.insert(0, path)
-        if not here:
-            raise OdecliError(f"{text} is not a run folder and contains none "
-                              f"(no .hydra/config.yaml below it)")
-        found.extend(here)
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)
-    return sorted(unique.values(), key=_natural)
-
-
-def _natural(p: Path) -> tuple[Any, ...]:
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in p.parts)
-
-
-def _yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _lookup(tree: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
-def _renamed(row: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
-    return {aliases.get(k, k): v for k, v in row.items()
-            if not (k in aliases and aliases[k] in row)}
-
-
-def _command(metrics: dict[str, Any], config: dict[str, Any]) -> str:
-    """The command that wrote the folder; old `train` metrics and unfinished runs name none,
-    so the config's shape tells."""
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    if metrics.get("command"):
-        return str(metrics["command"])
-    if SYSTEM in metrics or isinstance(config.get(SYSTEM), dict):
-        return "train"
-    return "ecg-vae" if "record" in data else "spiral-vae" if "n_spirals" in data else ""
-
-
-def _system(command: str, metrics: dict[str, Any], config: dict[str, Any]) -> str:
-    if metrics.get(SYSTEM):
-        return str(metrics[SYSTEM])
-    if command == "train":
-        name = _lookup(config, "system.name")
-        return "" if name is None else str(name)
-    data = metrics.get("data")
-    if command == "ecg-vae" and isinstance(data, dict) and data.get("record") is not None:
-        return f"mitdb/{data['record']}"
-    return DATASETS.get(command, "")
-
-
-def _fill_from_history(metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
-    """The final loss and NFE per iteration an old or unfinished run's metrics lack, from
-    its history (NFE only from cumulative columns: per-step ones were renamed away)."""
-    losses = [h["train_loss"] for h in history if not math.isnan(_number(h.get("train_loss")))]
-    if losses:
-        metrics.setdefault("final_loss", losses[-1])
-    for col in ("nfe_forward", "nfe_backward"):
-        done = [h for h in history if _number(h.get("iteration")) > 0
-                and not math.isnan(_number(h.get(col)))]
-        if done:
-            metrics.setdefault(f"{col}_per_iter", done[-1][col] / done[-1]["iteration"])
-
-
-def load_run(path: Path) -> Run:
-    """Overrides, status, metrics and history of one run folder in the current vocabulary
-    (missing files are a status)."""
-    run = Run(path=path)
-    config = _yaml(path / ".hydra" / "config.yaml")
-    run.config = config if isinstance(config, dict) else {}
-    for o in _yaml(path / ".hydra" / "overrides.yaml") or []:
-        key, value = overrides.key(str(o)), str(o).partition("=")[2]
-        if not key.startswith(IGNORED_PREFIXES):
-            run.overrides[key] = value
-    metrics_path = path / runs.METRICS
-    try:
-        run.metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
-    except (OSError, ValueError):
-        run.metrics, run.reason = {}, "metrics.json is unreadable"
-    run.metrics = _renamed(run.metrics, ALIASES[runs.METRICS])
-    run.history = runs.History.read(path / runs.HISTORY)
-    if run.history and "loss" in run.history[0] and "train_loss" not in run.history[0]:
-        run.history = [_renamed(h, ALIASES[runs.HISTORY]) for h in run.history]
-    run.command = _command(run.metrics, run.config)
-    run.system = _system(run.command, run.metrics, run.config)
-    _fill_from_history(run.metrics, run.history)
-    status = str(run.metrics.get("status", "")) if run.metrics else ""
-    if status == "ok":
-        run.status = "ok"
-    elif status.startswith("failed"):
-        run.status, run.reason = "failed", status.partition(": ")[2] or status
-        if run.metrics.get("hint"):
-            run.reason += f" (hint: {run.metrics['hint']})"
-    elif status == "interrupted":
-        run.status = "interrupted"
-        run.reason = (f"{run.metrics.get('interrupted_by', 'signal')} at iteration "
-                      f"{run.metrics.get('iterations')}; resume with resume=<folder>")
-    elif status:
-        run.status, run.reason = status, ""
-    elif not run.reason:
-        last = (f" (last evaluation at iteration {run.history[-1].get('iteration')})"
-                if run.history else "")
-        run.reason = f"no metrics.json: still running, or killed{last}"
-    return run
 
 
 def _fill_defaults(items: list[Run]) -> list[str]:
@@ -207,12 +55,12 @@ def _fill_defaults(items: list[Run]) -> list[str]:
         missing = [k for k in keys if k not in r.overrides]
         if not missing:
             continue
-        choices = _lookup(_yaml(r.path / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
+        choices = lookup(read_yaml(r.path / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
         for k in missing:
             if isinstance(choices, dict) and k in choices:
                 r.overrides[k] = str(choices[k])
             else:
-                value = _lookup(r.config, k)
+                value = lookup(r.config, k)
                 r.overrides[k] = "" if value is None else _plain(value)
     if len(items) == 1:
         return keys
@@ -225,12 +73,6 @@ def _plain(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_plain(v) for v in value) + "]"
     return str(value)
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
 
 
 def build(paths: list[str], sort: str | None = None, descending: bool = False
@@ -256,10 +98,10 @@ def build(paths: list[str], sort: str | None = None, descending: bool = False
         raise OdecliError(f"cannot sort by '{sort}'; choose one of: {choices}")
 
     def order(r: Run) -> tuple[Any, ...]:
-        name = _natural(Path(r.name))
+        name = natural_key(Path(r.name))
         if sort in r.settings:
             return (0, r.settings.get(sort, ""), name)
-        v = _number(r.metrics.get(sort))
+        v = number(r.metrics.get(sort))
         if math.isnan(v):
             return (1, 0.0, name)
         return (0, -v if descending else v, name)
@@ -323,9 +165,9 @@ def _config_label(r: Run, keys: list[str]) -> str:
 def loss_curves(items: list[Run]) -> dict[str, dict[int, float]]:
     """Training loss per iteration of each run that recorded one (run name -> curve), in the
     current vocabulary so old VAE folders get a curve too."""
-    curves = {r.name: {h["iteration"]: _number(h.get("train_loss")) for h in r.history
+    curves = {r.name: {h["iteration"]: number(h.get("train_loss")) for h in r.history
                        if isinstance(h.get("iteration"), int)
-                       and not math.isnan(_number(h.get("train_loss")))} for r in items}
+                       and not math.isnan(number(h.get("train_loss")))} for r in items}
     return {name: pts for name, pts in curves.items() if pts}
 
 
@@ -344,7 +186,7 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
     if metric:
         fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(labels) + 2), 4.5))
         for i, label in enumerate(labels):
-            values = np.array([_number(r.metrics.get(metric)) for r in groups[label]])
+            values = np.array([number(r.metrics.get(metric)) for r in groups[label]])
             ok = values[~np.isnan(values)]
             if len(ok):
                 # Mean and std as a marker with error bars (bars would mislead on a log axis).
@@ -357,7 +199,7 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(metric)
-        known = [v for v in (_number(r.metrics.get(metric)) for r in items) if not math.isnan(v)]
+        known = [v for v in (number(r.metrics.get(metric)) for r in items) if not math.isnan(v)]
         if known and min(known) > 0:
             ax.set_yscale("log")
         ax.set_title(f"{metric} per configuration\n(square: mean and std; dots: each run)",
@@ -435,7 +277,7 @@ def search_results(paths: list[str]) -> list[str]:
     lines = []
     for text in paths:
         for found in sorted(Path(text).expanduser().rglob("optimization_results.yaml")):
-            data = _yaml(found) or {}
+            data = read_yaml(found) or {}
             if "best_value" in data or "best_values" in data:
                 best = data.get("best_value", data.get("best_values"))
                 params = ", ".join(f"{k}={v}" for k, v in (data.get("best_params") or {}).items())

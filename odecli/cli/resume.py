@@ -36,17 +36,6 @@ def run_folder(value: str, need_checkpoint: bool = True) -> Path:
     return path
 
 
-def stored_command(run_dir: Path) -> str | None:
-    """The command that made a run folder (Hydra's job name: train, spiral_vae, ...)."""
-    import yaml
-
-    try:
-        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
-        return str(hydra["hydra"]["job"]["name"]).replace("_", "-")
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None
-
-
 def stored_overrides(run_dir: Path) -> list[str]:
     import yaml
 
