@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -28,9 +27,12 @@ from odecli.cli.sweeps import (
     MultirunFailed,
     _SweepRecorder,
     claim_dir,
+    objective_value,
+    searching,
     sweep_failures,
     sweep_jobs,
     thread_share,
+    worst_value,
 )
 from odecli.engine.rundir import outputs_root
 from odecli.errors import ConfigError, Interrupted, OdecliError
@@ -87,20 +89,6 @@ _register_resolvers()
 def load(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-# Config keys that name a folder: a relative path is made absolute when the run starts, so
-# resume= and eval find the data from any working directory.
-PATH_KEYS = ("data.dir", "data.cache_dir")
-
-
-def absolute_path(override: str) -> str:
-    """`data.dir=rel/path` -> `data.dir=/abs/rel/path` (other overrides unchanged)."""
-    key, _, value = override.partition("=")
-    if ov.key(override) not in PATH_KEYS or not value or value in ("null", "None") or (
-            value.startswith(("/", "~", "$", "'", '"'))):
-        return override
-    return f"{key}={ov.quote(str(Path(value).resolve()))}"
 
 
 def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
@@ -231,40 +219,17 @@ class _JobFunction:
             log.error("%s", exc)
             # Returned, not raised: Hydra would print its own "Error executing job" line. The
             # CLI reads failures from metrics.json (sweeps) or from _OUTCOME (single runs).
-            if _searching():  # a failed trial is a bad value, not a crashed study
-                return _worst()
+            if searching():  # a failed trial is a bad value, not a crashed study
+                return worst_value()
             return {"status": f"failed: {exc}", "run_dir": str(run_dir)}
         if not bool(cfg.get("quiet", False)):
             summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                 if k in SUMMARY_KEYS and isinstance(v, (int, float)))
             print(f"{cmd.name}: {metrics.get('status')}  {summary}\n  run folder: {run_dir}")
-        if _searching():
+        if searching():
             return objective_value(metrics, str(cfg.get("objective") or
                                                  load(cmd.experiment).objectives[0]))
         return {"status": metrics.get("status"), "run_dir": str(run_dir)}
-
-
-def _searching() -> bool:
-    """True inside a job of a search sweeper (Optuna), which wants the objective returned."""
-    from hydra.core.hydra_config import HydraConfig
-
-    sweeper = HydraConfig.get().get("sweeper") or {}
-    return "optuna" in str(sweeper.get("_target_", "")).lower()
-
-
-def _worst() -> float:
-    from hydra.core.hydra_config import HydraConfig
-
-    direction = str(HydraConfig.get().sweeper.get("direction", "minimize"))
-    return -math.inf if "max" in direction else math.inf
-
-
-def objective_value(metrics: dict[str, Any], name: str) -> float:
-    """The metric a search minimises; a missing or non-finite value counts as the worst."""
-    value = metrics.get(name)
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return _worst()
 
 
 class _Stop(BaseException):
@@ -317,7 +282,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             raise OdecliError(f"{run_dir} is a '{made_by}' run; continue it with "
                               f"odecli {made_by} resume={run_dir}")
         args = resume_mod.merged_overrides(run_dir, args)
-    args = [absolute_path(o) for o in args]
+    args = [ov.absolute_path(o) for o in args]
     if not showing:
         check_writable(args, multirun)
         jobs = sweep_jobs(args) if multirun else [args]

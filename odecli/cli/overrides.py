@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 
 def key(override: str) -> str:
@@ -48,3 +49,17 @@ def hydra_message(exc: BaseException) -> str:
     if len(parts) > 1 and parts[0].endswith(":"):
         return parts[0] + " " + ", ".join(parts[1:])
     return "; ".join(parts).replace(":;", ":").replace(".;", ".")
+
+
+# Config keys that name a folder: a relative path is made absolute when the run starts, so
+# resume= and eval find the data from any working directory.
+PATH_KEYS = ("data.dir", "data.cache_dir")
+
+
+def absolute_path(override: str) -> str:
+    """`data.dir=rel/path` -> `data.dir=/abs/rel/path` (other overrides unchanged)."""
+    name, _, value = override.partition("=")
+    if key(override) not in PATH_KEYS or not value or value in ("null", "None") or (
+            value.startswith(("/", "~", "$", "'", '"'))):
+        return override
+    return f"{name}={quote(str(Path(value).resolve()))}"

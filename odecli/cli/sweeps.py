@@ -5,6 +5,7 @@ reading which jobs of a sweep failed.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -133,3 +134,25 @@ class SweepDirCallback(_callback_base()):  # type: ignore[misc]
             hook(config)
 
 
+def searching() -> bool:
+    """True inside a job of a search sweeper (Optuna), which wants the objective returned."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sweeper = HydraConfig.get().get("sweeper") or {}
+    return "optuna" in str(sweeper.get("_target_", "")).lower()
+
+
+def worst_value() -> float:
+    """What a failed trial reports: the worst value for the search's direction."""
+    from hydra.core.hydra_config import HydraConfig
+
+    direction = str(HydraConfig.get().sweeper.get("direction", "minimize"))
+    return -math.inf if "max" in direction else math.inf
+
+
+def objective_value(metrics: dict[str, Any], name: str) -> float:
+    """The metric a search minimises; a missing or non-finite value counts as the worst."""
+    value = metrics.get(name)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return worst_value()
