@@ -160,11 +160,12 @@ class Trackers:
         if self._process is not None:
             self._jobs.put(("evaluation", step, _numbers(row)))
 
-    def finish(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
-        """Hand over the final metrics and figures; wait until every tracker is done."""
+    def finish(self) -> None:
+        """Tell the trackers the run folder is complete (they read its metrics.json and
+        figures) and wait until every tracker is done."""
         if self._process is None:
             return
-        self._jobs.put(("finish", str(run_dir), rundir._json_safe(dict(metrics))))
+        self._jobs.put(("finish",))
         self._jobs.put(None)
         self._process.join(timeout=120)
         if self._process.is_alive():
@@ -181,21 +182,26 @@ def _serve(jobs: Any, notes: Any, cfg: dict[str, Any], run_dir: str, command: st
     os.environ["ODECLI_OUTPUTS"] = outputs
     active: dict[str, Any] = {}
 
-    def guard(name: str, call: Any) -> None:
+    def guard(name: str, call: Any, *args: Any) -> Any:
         try:
-            call()
+            return call(*args)
         except Exception as exc:  # noqa: BLE001 - any tracker failure must not stop the run
             active.pop(name, None)
             notes.put(f"logger {name} disabled: {type(exc).__name__}: "
                       f"{' '.join(str(exc).split())[:200]}")
+            return None
 
+    folder = Path(run_dir)
     for name, settings in (cfg.get("logger") or {}).items():
-        guard(name, lambda n=name, s=settings: active.__setitem__(
-            n, TRACKERS[n](s, cfg, Path(run_dir), command)))
+        tracker = guard(name, TRACKERS[name], settings, cfg, folder, command)
+        if tracker is not None:
+            active[name] = tracker
     while (message := jobs.get()) is not None:
-        kind, *args = message
+        if message[0] == "evaluation":
+            for name, tracker in list(active.items()):
+                guard(name, tracker.evaluation, *message[1:])
+            continue
+        # "finish": the run folder is complete, and it is the source of truth
+        metrics = rundir.read_json(folder / rundir.METRICS)
         for name, tracker in list(active.items()):
-            if kind == "evaluation":
-                guard(name, lambda t=tracker, a=args: t.evaluation(a[0], a[1]))
-            else:
-                guard(name, lambda t=tracker, a=args: t.finish(Path(a[0]), a[1]))
+            guard(name, tracker.finish, folder, metrics)

@@ -189,7 +189,7 @@ class Engine:
                 log.warning("figures failed: %s", exc)
                 metrics["figures_error"] = str(exc)
         rundir.write_json(self.run_dir / rundir.METRICS, metrics)
-        self.trackers.finish(self.run_dir, metrics)
+        self.trackers.finish()
         return metrics
 
     def figures(self, test: dict[str, Any] | None) -> None:
