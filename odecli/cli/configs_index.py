@@ -48,7 +48,9 @@ def description(path: Path) -> str:
 
 
 def options(root: Path, group: str) -> list[tuple[str, str]]:
-    return [(p.stem, description(p)) for p in sorted((root / group).glob("*.yaml"))]
+    # a leading underscore marks a file other configs include, not an option (solver/_speed)
+    return [(p.stem, description(p)) for p in sorted((root / group).glob("*.yaml"))
+            if not p.stem.startswith("_")]
 
 
 def describe_groups(root: Path, only: str | None = None) -> str:

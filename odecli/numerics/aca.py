@@ -77,7 +77,7 @@ def _flat(y: State) -> torch.Tensor:
     return y if isinstance(y, torch.Tensor) else torch.cat([y_.reshape(-1) for y_ in y])
 
 
-def _unflat(out: torch.Tensor, shapes: list[torch.Size]) -> tuple[torch.Tensor, ...]:
+def unflat(out: torch.Tensor, shapes: list[torch.Size]) -> tuple[torch.Tensor, ...]:
     """A flat solution (len(t), n) as the tuple odeint returns; views, so gradients flow."""
     parts, start = [], 0
     for shape in shapes:
@@ -140,6 +140,8 @@ class _Replay:
             self.recorder.solver = self.solver
             self.recorder.first_stages = []
         self.fixed = fixed
+        self.steps = self.recorder.steps
+        self.stages = None if fixed else self.recorder.first_stages
         self.t = t
         # torchdiffeq solves decreasing times as increasing ones of the negated problem, but
         # hands callbacks the original times: undo that to stay in the solver's frame.
@@ -217,8 +219,7 @@ class _CheckpointSolve(torch.autograd.Function):
                                "backpropagating twice through one solve is not supported "
                                "(use gradient=direct for retain_graph)")
         params = ctx.params
-        steps = replay.recorder.steps
-        stages = None if replay.fixed else replay.recorder.first_stages
+        steps, stages = replay.steps, replay.stages  # stages: None for fixed-grid solvers
         adj = torch.zeros_like(grad_out[0])
         adj_f: torch.Tensor | None = None  # cotangent of the stage carried into step k + 1
         grads: list[torch.Tensor | None] = [None] * len(params)  # None: parameter unused
@@ -274,7 +275,14 @@ def odeint_checkpoint(func: nn.Module, y0: State, t: torch.Tensor, *, method: st
         raise ValueError("gradient=checkpoint holds the step times fixed and gives no gradient "
                          "for t; pass t.detach(), or use gradient=direct or gradient=adjoint "
                          "to differentiate with respect to t")
-    params = tuple(p for p in func.parameters() if p.requires_grad)
     replay = _Replay(func, y0, t, method, rtol, atol, options)
+    return checkpointed(replay, func, y0)
+
+
+def checkpointed(replay: Any, func: nn.Module | Any, y0: State) -> State:
+    """Run a replayable solve (`_Replay`, or the fast loop's `rk.FastSolve`) with the
+    checkpointed gradient: y0 and func's trainable parameters get gradients."""
+    params = (tuple(p for p in func.parameters() if p.requires_grad)
+              if isinstance(func, nn.Module) else ())
     out = _CheckpointSolve.apply(replay, _flat(y0), *params)
-    return out if replay.shapes is None else _unflat(out, replay.shapes)
+    return out if replay.shapes is None else unflat(out, replay.shapes)

@@ -7,7 +7,7 @@ dtypes, mapped to torch in numerics/device.py), so a config cannot name what doe
 
 from __future__ import annotations
 
-from odecli.fields import Bool, Choice, Float, Free, Int, Rule, Schema, Tagged
+from odecli.fields import Bool, Choice, Float, Free, Int, Rule, Schema, Tagged, Union
 from odecli.numerics.solve import ADAPTIVE, GRADIENTS, METHODS
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -23,6 +23,9 @@ SOLVER = Schema(
         "atol": _TOL,
         "step_size": Float(0, low_open=True, nullable=True),  # null: the output grid's steps
         "options": Free(mapping=True),  # per method: checked by SolverSpec.from_cfg
+        "fast": Bool(),  # odecli's own step loop for adaptive Runge-Kutta (numerics/rk.py)
+        "compile": Union(Bool(), Choice("auto"),
+                         message="{path} must be true, false or auto, got '{value}'"),
     },
     rules=[Rule(lambda v: v["method"] not in ADAPTIVE
                 or (v["rtol"] is not None and v["atol"] is not None),

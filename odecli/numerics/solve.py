@@ -17,7 +17,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from odecli.errors import ConfigError, SolverError, one_line
-from odecli.numerics import aca
+from odecli.numerics import aca, rk
 from odecli.numerics.backend import METHODS as METHODS
 
 FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
@@ -49,6 +49,8 @@ class SolverSpec:
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
     seminorm: bool = False
+    fast: bool = True          # odecli's step loop (numerics/rk.py) where it applies
+    compile: bool | str = "auto"
     notice: str | None = None  # a gradient substitution the run should log
 
     @property
@@ -71,7 +73,8 @@ class SolverSpec:
         s = schema.SOLVER.check(solver, "solver", partial=True)
         g = schema.GRADIENT.check({"name": "checkpoint"} if gradient is None else gradient,
                                   "gradient", partial=True)
-        spec = cls(**{k: s[k] for k in ("method", "rtol", "atol", "step_size")
+        spec = cls(**{k: s[k] for k in ("method", "rtol", "atol", "step_size", "fast",
+                                        "compile")
                       if s.get(k) is not None})
         method, name = spec.method, g["name"]
         options = dict(s.get("options") or {})
@@ -101,6 +104,12 @@ class SolverSpec:
         spec.adjoint_atol = g.get("atol", spec.adjoint_atol)
         spec.seminorm = g.get("seminorm", spec.seminorm)
         return spec
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the fast loop compiles its steps: `auto` means never, since on the CPU
+        it has not been measured to pay for its compile time (README, "Speed")."""
+        return self.fast and self.compile is True
 
     def torchdiffeq_options(self) -> dict[str, Any] | None:
         options = dict(self.options)
@@ -165,6 +174,11 @@ def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
                 kwargs.pop("adjoint_rtol")
                 kwargs.pop("adjoint_atol")
             out = odeint_adjoint(func, y0, t, **kwargs)
+        elif mode in ("checkpoint", "none") and spec.fast and spec.adaptive and rk.supported(
+                spec.method, spec.rtol, spec.atol, kwargs["options"]):
+            inner, count = _counted(func)
+            out = rk.odeint_fast(inner, y0, t, grad=mode == "checkpoint", count=count,
+                                 compile=spec.compiled, **kwargs)
         elif mode == "checkpoint":
             out = aca.odeint_checkpoint(func, y0, t, **kwargs)
         else:
@@ -172,10 +186,25 @@ def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
     except AssertionError as exc:
         raise translate_failure(exc) from exc
     except RuntimeError as exc:
-        if "underflow" in str(exc) or "max_num_steps" in str(exc):
+        if any(w in str(exc) for w in ("underflow", "max_num_steps", "non-finite")):
             raise translate_failure(exc) from exc
         raise
     return out
+
+
+def _counted(func: nn.Module) -> tuple[nn.Module, Callable[[int], None] | None]:
+    """The field the fast loop calls and how it counts: a CountingField is unwrapped (one
+    call less per evaluation) and told the evaluations of each step at once, checking its
+    abort request once per step."""
+    if not isinstance(func, CountingField):
+        return func, None
+
+    def count(n: int) -> None:
+        func.nfe += n
+        if func.abort is not None and func.abort():
+            raise StepAborted("solve abandoned after a stop signal")
+
+    return func.func, count
 
 
 def translate_failure(exc: BaseException) -> SolverError:

@@ -1,0 +1,415 @@
+"""The fast path: torchdiffeq's adaptive Runge-Kutta solvers stepped with less per-step overhead.
+
+Why: on the small fields neural-ODE experiments use, a training step is dominated by per-call
+overhead, not arithmetic. torchdiffeq's `_adaptive_step` spends most of its time in scalar
+tensor bookkeeping (time arithmetic, clamps, assertions, the norm, the step-size update: each a
+tensor op), in `_UncheckedAssign` writes into a stage buffer, and in one wrapper call per field
+evaluation. This loop takes the same steps with the same Butcher tableaus, error norm,
+step-size controller, first-step guess and interpolant (torchdiffeq's own, read from its solver
+classes), but keeps times and step sizes as Python floats, combines stages with one fused
+`add(alpha=...)` each, counts evaluations per step instead of per call, and, when asked,
+compiles one whole step with `torch.compile` (static shapes; one compile per state shape).
+
+Its numbers equal torchdiffeq's to float rounding (tests/test_fast_rk.py): the arithmetic is
+regrouped, so a step whose error ratio lands within rounding of 1 may be accepted by one and
+rejected by the other. The checkpointed gradient (numerics/aca.py) replays these steps exactly:
+the replay runs the very step function the forward solve ran.
+
+Supported: dopri5, dopri8, bosh3, fehlberg2, adaptive_heun; a tensor or a tuple of tensors as the
+state; increasing or decreasing times; the options first_step, safety, ifactor, dfactor,
+min_step, max_step, max_num_steps. Anything else (fixed grids, step_t/jump_t, a custom norm,
+per-part tolerances) goes to torchdiffeq; `supported` says which.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odecli.numerics import aca
+from odecli.numerics.backend import SOLVERS
+
+METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+OPTIONS = ("first_step", "safety", "ifactor", "dfactor", "min_step", "max_step",
+           "max_num_steps")
+State = torch.Tensor | tuple[torch.Tensor, ...]
+Counter = Callable[[int], None]
+
+
+def supported(method: str, rtol: Any, atol: Any, options: dict[str, Any] | None) -> bool:
+    """Whether the fast loop takes this solve (otherwise torchdiffeq does)."""
+    return (method in METHODS and set(options or {}) <= set(OPTIONS)
+            and all(isinstance(v, (int, float)) for v in (rtol, atol)))
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """A Butcher tableau as Python floats: stage times c, rows a, weights b, error weights e,
+    the mid-point weights of the interpolant and the order the step-size control uses."""
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    e: tuple[float, ...]
+    mid: tuple[float, ...]
+    order: int
+
+    @property
+    def fsal(self) -> bool:
+        """The last stage is y1 (first same as last): no separate solution sum."""
+        return self.b[-1] == 0 and tuple(self.b[:-1]) == tuple(self.a[-1])
+
+
+@functools.cache
+def tableau(method: str) -> Tableau:
+    """torchdiffeq's tableau for an adaptive method, read from its solver class."""
+    cls = SOLVERS[method]
+    tab = cls.tableau
+    return Tableau(c=tuple(tab.alpha.tolist()), a=tuple(tuple(r.tolist()) for r in tab.beta),
+                   b=tuple(tab.c_sol.tolist()), e=tuple(tab.c_error.tolist()),
+                   mid=tuple(cls.mid.tolist()), order=int(cls.order))
+
+
+def _combo(y: torch.Tensor | None, ks: Sequence[torch.Tensor], weights: Sequence[float],
+           h: float | torch.Tensor) -> torch.Tensor:
+    """y + h * sum(w_j k_j) over the nonzero weights (y None: the sum alone)."""
+    out = y
+    for k, w in zip(ks, weights, strict=False):
+        if w == 0:
+            continue
+        if isinstance(h, float):  # eager: one fused op per stage, the scalar folded in
+            out = k * (w * h) if out is None else out.add(k, alpha=w * h)
+        else:  # traced for torch.compile: h is a tensor, so no Python-float alpha
+            out = k * (w * h) if out is None else out + k * (w * h)
+    assert out is not None
+    return out
+
+
+def rk_step(func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tab: Tableau,
+            t0: float | torch.Tensor, h: float | torch.Tensor, y0: torch.Tensor,
+            f0: torch.Tensor, times: Callable[[Any, bool], torch.Tensor]
+            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One explicit Runge-Kutta step from (t0, y0) with first stage f0: (y1, stages).
+
+    `times(t, last)` turns a stage time into the tensor the field sees; `last` marks the stage
+    at t1, which torchdiffeq evaluates one ulp before t1 (a discontinuity at t1 is not seen).
+    """
+    ks = [f0]
+    yi = y0
+    for ci, row in zip(tab.c, tab.a, strict=True):
+        yi = _combo(y0, ks, row, h)
+        ks.append(func(times(t0 + ci * h, ci == 1.0), yi))
+    y1 = yi if tab.fsal else _combo(y0, ks, tab.b, h)
+    return y1, ks
+
+
+@functools.cache
+def _interp_matrix(tab: Tableau) -> np.ndarray:
+    """torchdiffeq's quartic interpolant as one linear map: rows e, d, c, b, a (the
+    coefficients of 1, x, ..., x**4) over the columns [y0, h k_0, ..., h k_last].
+
+    torchdiffeq fits it through y0, y1 = y0 + h sum(b k), the mid-point y0 + h sum(mid k) and
+    the end slopes k_0 and k_last; every term is linear in y0 and the stages, so a step's
+    outputs are one small matrix product instead of ~20 tensor ops."""
+    n = len(tab.b)
+    y0 = np.eye(1, n + 1)[0]
+    y1 = np.concatenate([[1.0], tab.b])
+    ym = np.concatenate([[1.0], tab.mid])
+    f0 = np.eye(1, n + 1, 1)[0]
+    f1 = np.eye(1, n + 1, n)[0]
+    a = 2 * (f1 - f0) - 8 * (y1 + y0) + 16 * ym
+    b = (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * ym
+    c = (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * ym
+    return np.stack([y0, f0, c, b, a])
+
+
+def interpolate(tab: Tableau, y0: torch.Tensor, ks: list[torch.Tensor], t0: float, h: float,
+                ts: Sequence[float]) -> torch.Tensor:
+    """The step's interpolant at the times ts in [t0, t0 + h]: (len(ts), *y0.shape)."""
+    x = (np.asarray(ts, dtype=np.float64) - t0) / h
+    weights = np.vander(x, 5, increasing=True) @ _interp_matrix(tab)  # (len(ts), 1 + stages)
+    weights[:, 1:] *= h
+    w = torch.from_numpy(weights).to(dtype=y0.dtype, device=y0.device)
+    stacked = torch.stack([y0, *ks]).reshape(len(ks) + 1, -1)
+    return (w @ stacked).view(len(ts), *y0.shape)
+
+
+class _Norm:
+    """torchdiffeq's error norm: RMS, or for a tuple state the largest part's RMS."""
+
+    def __init__(self, sizes: list[int] | None) -> None:
+        self.bounds = None
+        if sizes and len(sizes) > 1:
+            ends = np.cumsum([0, *sizes]).tolist()
+            self.bounds = list(zip(ends[:-1], ends[1:], strict=True))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bounds is None:
+            return x.square().mean().sqrt()
+        return torch.stack([x[..., a:b].square().mean().sqrt() for a, b in self.bounds]).max()
+
+
+def _error_ratio(err: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, rtol: float,
+                 atol: float, norm: _Norm) -> torch.Tensor:
+    tol = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
+    return norm(err / tol)
+
+
+def stage_time(t: float | torch.Tensor, last: bool, dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
+    """A stage time as the field sees it: in the state's dtype, as torchdiffeq passes it;
+    `last` (the stage at t1) is taken one ulp before t1, as torchdiffeq does."""
+    if isinstance(t, torch.Tensor):  # traced (compiled) steps
+        t = t.to(dtype)
+        return torch.nextafter(t, t - 1) if last else t
+    if dtype == torch.float32:
+        v = np.float32(t)
+        if last:
+            v = np.nextafter(v, np.float32(-np.inf))
+        t = float(v)
+    elif last:
+        t = math.nextafter(t, -math.inf)
+    return torch.full((), t, dtype=dtype, device=device)
+
+
+_COMPILED: weakref.WeakKeyDictionary[Any, dict[Any, Callable[..., Any]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _compiled(func: Any, key: Any, build: Callable[[], Callable[..., Any]]
+              ) -> Callable[..., Any]:
+    """One torch.compile per (field, step kind, tableau), kept as long as the field lives."""
+    per_field = _COMPILED.setdefault(func, {})
+    if key not in per_field:
+        per_field[key] = torch.compile(build(), dynamic=False)
+    return per_field[key]
+
+
+class FastSolve:
+    """One adaptive solve, recording each accepted step so the checkpointed gradient can
+    replay it (`step`), with the interface numerics/aca.py's backward uses."""
+
+    fixed = False
+
+    def __init__(self, func: nn.Module | Callable[..., Any], y0: State, t: torch.Tensor,
+                 method: str, rtol: float, atol: float, options: dict[str, Any] | None,
+                 count: Counter | None = None, compile: bool = False,
+                 record: bool = True) -> None:
+        self.tab = tableau(method)
+        self.shapes = None if isinstance(y0, torch.Tensor) else [p.shape for p in y0]
+        flat = y0 if self.shapes is None else torch.cat([p.reshape(-1) for p in y0])
+        self.y0 = flat.detach()
+        self.dtype, self.device = flat.dtype, flat.device
+        self.count = count or (lambda n: None)
+        self.rtol, self.atol = float(rtol), float(atol)
+        opts = dict(options or {})
+        self.safety = float(opts.get("safety", 0.9))
+        self.ifactor = float(opts.get("ifactor", 10.0))
+        self.dfactor = float(opts.get("dfactor", 0.2))
+        self.min_step = float(opts.get("min_step", 0.0))
+        self.max_step = float(opts.get("max_step", math.inf))
+        self.max_num_steps = int(opts.get("max_num_steps", 2**31 - 1))
+        self.first_step = opts.get("first_step")
+        self.norm = _Norm(None if self.shapes is None else [s.numel() for s in self.shapes])
+        times = t.detach().to(torch.float64).tolist()
+        # torchdiffeq solves decreasing times as increasing ones of the negated problem
+        self.sign = -1.0 if len(times) > 1 and times[1] < times[0] else 1.0
+        self.times = [self.sign * v for v in times]
+        if any(b <= a for a, b in zip(self.times[:-1], self.times[1:], strict=True)):
+            raise ValueError("t must be strictly increasing or decreasing")
+        self.field = self._wrap(func)
+        self.compile = compile
+        self.record = record  # keep each accepted step for a replay (the checkpoint gradient)
+        self.steps: list[tuple[float, torch.Tensor | None, float]] = []  # (t0, y0, h)
+        self.stages: list[torch.Tensor | None] = []  # first stage of each accepted step
+        self.owned: list[list[int]] = []
+        self._replay_fn: Callable[..., Any] | None = None
+        self._func = func
+
+    # --- the field as the solver sees it: flat state, solver-frame time -------------------
+    def _wrap(self, func: Callable[..., Any]) -> Callable[[torch.Tensor, torch.Tensor],
+                                                          torch.Tensor]:
+        shapes, sign = self.shapes, self.sign
+        if shapes is not None:
+            sizes = [s.numel() for s in shapes]
+
+            def flat_func(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                parts = [p.view(s) for p, s in zip(y.split(sizes), shapes, strict=True)]
+                return torch.cat([f.reshape(-1) for f in func(t, tuple(parts))])
+        else:
+            flat_func = func
+        if sign > 0:
+            return flat_func
+        return lambda t, y: -flat_func(-t, y)
+
+    # --- the step functions, eager or compiled --------------------------------------------
+    def _times(self) -> Callable[[Any, bool], torch.Tensor]:
+        dtype, device = self.dtype, self.device
+        return lambda t, last: stage_time(t, last, dtype, device)
+
+    def _key(self, kind: str) -> tuple[Any, ...]:
+        shapes = None if self.shapes is None else tuple(tuple(s) for s in self.shapes)
+        return (kind, self.tab, self.sign, self.rtol, self.atol, shapes, self.dtype,
+                str(self.device))
+
+    def _forward_step(self) -> Callable[..., Any]:
+        tab, field, rtol, atol, norm, times = (self.tab, self.field, self.rtol, self.atol,
+                                               self.norm, self._times())
+
+        def step(t0: Any, h: Any, y0: torch.Tensor, f0: torch.Tensor) -> tuple[Any, ...]:
+            y1, ks = rk_step(field, tab, t0, h, y0, f0, times)
+            err = _combo(None, ks, tab.e, h)
+            return y1, ks, _error_ratio(err, y0, y1, rtol, atol, norm)
+
+        if not self.compile:
+            return step
+        return _compiled(self._func, self._key("forward"), lambda: step)
+
+    def _step_fn(self) -> Callable[..., Any]:
+        tab, field, times = self.tab, self.field, self._times()
+
+        def step(t0: Any, h: Any, y0: torch.Tensor, f0: torch.Tensor) -> tuple[Any, ...]:
+            return rk_step(field, tab, t0, h, y0, f0, times)
+
+        if not self.compile:
+            return step
+        return _compiled(self._func, self._key("replay"), lambda: step)
+
+    def _scalar(self, v: float) -> float | torch.Tensor:
+        """A time or step size as the step function takes it (a tensor when compiled, so one
+        compiled graph serves every step)."""
+        if not self.compile:
+            return v
+        return torch.tensor(v, dtype=torch.float64, device=self.device)
+
+    # --- the solve ------------------------------------------------------------------------
+    def _first_step(self, t0: float, y0: torch.Tensor, f0: torch.Tensor) -> float:
+        """torchdiffeq's initial step guess (Hairer, Norsett & Wanner, II.4)."""
+        if self.first_step is not None:
+            return float(self.first_step)
+        scale = y0.abs().mul(self.rtol).add_(self.atol)
+        d0 = float(self.norm(y0 / scale))
+        d1 = float(self.norm(f0 / scale))
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        f1 = self.field(stage_time(t0 + h0, False, self.dtype, self.device), y0 + h0 * f0)
+        self.count(1)
+        d2 = float(self.norm((f1 - f0) / scale)) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / self.tab.order)  # order - 1 + 1
+        return min(100 * h0, h1)
+
+    def _next_step(self, h: float, ratio: float) -> float:
+        if ratio == 0:
+            h_next = h * self.ifactor
+        else:
+            dfactor = 1.0 if ratio < 1 else self.dfactor
+            h_next = h * min(self.ifactor, max(self.safety / ratio ** (1.0 / self.tab.order),
+                                               dfactor))
+        return min(max(h_next, self.min_step), self.max_step)
+
+    def forward(self) -> torch.Tensor:
+        """Solve without a graph; outputs (len(t), *flat state)."""
+        with torch.no_grad():
+            return self._integrate()
+
+    def _integrate(self) -> torch.Tensor:
+        times, stages_per_step = self.times, len(self.tab.c)
+        out = torch.empty(len(times), *self.y0.shape, dtype=self.dtype, device=self.device)
+        out[0] = self.y0
+        start = times[0]
+        y0 = self.y0
+        f0 = self.field(stage_time(start, False, self.dtype, self.device), y0)
+        self.count(1)
+        h = self._first_step(start, y0, f0)
+        step = self._forward_step()
+        scalar = self._scalar
+        last: tuple[torch.Tensor, list[torch.Tensor], float, float] | None = None
+        i, n = 1, 0
+        while i < len(times):
+            if last is not None and times[i] <= last[2] + last[3]:
+                # every output this step reaches, in one product
+                j = i + 1
+                while j < len(times) and times[j] <= last[2] + last[3]:
+                    j += 1
+                out[i:j] = interpolate(self.tab, last[0], last[1], last[2], last[3], times[i:j])
+                if self.record:
+                    self.owned[-1].extend(range(i, j))
+                i, n = j, 0
+                continue
+            if n >= self.max_num_steps:
+                raise RuntimeError(f"max_num_steps exceeded ({n}>={self.max_num_steps})")
+            if math.isnan(h):  # the first-step guess saw a NaN state or field
+                raise RuntimeError("non-finite values in the state: the step size is NaN")
+            if not math.isfinite(h):
+                h = self.min_step
+            h = min(max(h, self.min_step), self.max_step)
+            if not start + h > start:
+                raise RuntimeError(f"underflow in dt {h}")
+            y1, ks, ratio_t = step(scalar(start), scalar(h), y0, f0)
+            self.count(stages_per_step)
+            ratio = float(ratio_t)
+            if math.isnan(ratio):  # torchdiffeq ends in "underflow in dt" here
+                raise RuntimeError("non-finite values in the state: the error estimate is NaN")
+            accept = ratio <= 1
+            if h > self.max_step:
+                accept = False
+            if h <= self.min_step:
+                accept = True
+            if accept:
+                if self.record:
+                    self.steps.append((start, y0, h))
+                    self.stages.append(f0)
+                    self.owned.append([])
+                last = (y0, ks, start, h)
+                start = start + h
+                y0, f0 = y1, ks[-1]
+            h = self._next_step(h, ratio)
+            n += 1
+        return out
+
+    def step(self, k: int, y0: torch.Tensor, f0: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, list[int], list[torch.Tensor]]:
+        """Recompute accepted step k from y0 with a graph: its end state, its last stage (the
+        next step's first) and the outputs it owns (their indices and values)."""
+        start, _, h = self.steps[k]
+        if f0 is None:
+            f0 = self.field(stage_time(start, False, self.dtype, self.device), y0)
+            self.count(1)
+        if self._replay_fn is None:
+            self._replay_fn = self._step_fn()
+        y1, ks = self._replay_fn(self._scalar(start), self._scalar(h), y0, f0)
+        self.count(len(self.tab.c))
+        idx = self.owned[k]
+        outs: list[torch.Tensor] = []
+        if idx:
+            outs = list(interpolate(self.tab, y0, ks, start, h, [self.times[i] for i in idx]))
+        return y1, ks[-1], list(idx), outs
+
+
+def odeint_fast(func: nn.Module | Callable[..., Any], y0: State, t: torch.Tensor, *,
+                method: str, rtol: float, atol: float, options: dict[str, Any] | None = None,
+                grad: bool = True, count: Counter | None = None, compile: bool = False
+                ) -> State:
+    """`odeint` on the fast loop; with `grad`, gradients by the checkpointed replay (y0 and
+    func's trainable parameters, as `aca.odeint_checkpoint`). `count(n)` is told of every n
+    field evaluations (it may raise to abandon the solve)."""
+    if grad and torch.is_grad_enabled():
+        if t.requires_grad:
+            raise ValueError("gradient=checkpoint holds the step times fixed and gives no "
+                             "gradient for t; pass t.detach(), or use gradient=direct or "
+                             "gradient=adjoint to differentiate with respect to t")
+        return aca.checkpointed(FastSolve(func, y0, t, method, rtol, atol, options, count,
+                                          compile), func, y0)
+    solve = FastSolve(func, y0, t, method, rtol, atol, options, count, compile, record=False)
+    out = solve.forward()
+    return out if solve.shapes is None else aca.unflat(out, solve.shapes)
