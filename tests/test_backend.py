@@ -22,8 +22,7 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
 def test_solver_configs_are_exactly_odecli_methods():
-    configs = sorted(p.stem for p in (config_dir() / "solver").glob("*.yaml")
-                     if not p.stem.startswith("_"))  # _speed.yaml: included by every solver
+    configs = sorted(p.stem for p in (config_dir() / "solver").glob("*.yaml"))
     assert configs == sorted(backend.METHODS)
     assert len(backend.METHODS) == 14 == len(set(backend.METHODS))
     assert solve.METHODS is backend.METHODS

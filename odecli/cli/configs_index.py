@@ -48,9 +48,7 @@ def description(path: Path) -> str:
 
 
 def options(root: Path, group: str) -> list[tuple[str, str]]:
-    # a leading underscore marks a file other configs include, not an option (solver/_speed)
-    return [(p.stem, description(p)) for p in sorted((root / group).glob("*.yaml"))
-            if not p.stem.startswith("_")]
+    return [(p.stem, description(p)) for p in sorted((root / group).glob("*.yaml"))]
 
 
 def describe_groups(root: Path, only: str | None = None) -> str:

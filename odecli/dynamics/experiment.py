@@ -38,6 +38,7 @@ class DynamicsExperiment(Experiment):
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
         self.opts, self.spec, self.rt, seed, self.system = checked(cfg)
+        self.spec.resolve_compile(int(self.opts["niters"]))
         self.name = self.system.name
         if self.spec.notice:
             rundir.notice(_log(), self.spec.notice)

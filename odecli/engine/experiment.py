@@ -57,6 +57,7 @@ class Experiment:
         self.rt = device_mod.setup(self.cfg.device)
         device_mod.quiet_warnings()
         self.spec = SolverSpec.from_cfg(self.cfg.solver, self.cfg.get("gradient"))
+        self.spec.resolve_compile(int(self.opts.get("niters", 0)))
         if self.spec.notice:
             notice(logger, self.spec.notice)
         self.seed = int(settings["seed"])

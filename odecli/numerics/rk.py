@@ -40,6 +40,11 @@ from odecli.numerics.backend import SOLVERS
 METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 OPTIONS = ("first_step", "safety", "ifactor", "dfactor", "min_step", "max_step",
            "max_num_steps")
+# solver.compile=auto compiles a run's steps from this many training iterations on. Measured
+# (benchmarks/diffrax_compare.py, ode_demo problem, 1 CPU core): compiling costs ~15 s the first
+# time (~2 s once inductor's on-disk cache holds the graphs) and saves ~2.1 ms per iteration
+# (6.6 -> 4.5 ms), so a cold compile pays for itself after ~7,000 iterations.
+COMPILE_BREAK_EVEN = 8000
 State = torch.Tensor | tuple[torch.Tensor, ...]
 Counter = Callable[[int], None]
 

@@ -107,9 +107,14 @@ class SolverSpec:
 
     @property
     def compiled(self) -> bool:
-        """Whether the fast loop compiles its steps: `auto` means never, since on the CPU
-        it has not been measured to pay for its compile time (README, "Speed")."""
+        """Whether the fast loop compiles its steps (`auto` not yet resolved: no)."""
         return self.fast and self.compile is True
+
+    def resolve_compile(self, iterations: int) -> None:
+        """Settle `compile: auto` for a run of this many training iterations: compile only
+        where the saving per iteration repays the one-off compile (rk.COMPILE_BREAK_EVEN)."""
+        if self.compile == "auto":
+            self.compile = self.fast and iterations >= rk.COMPILE_BREAK_EVEN
 
     def torchdiffeq_options(self) -> dict[str, Any] | None:
         options = dict(self.options)

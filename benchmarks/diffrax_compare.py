@@ -1,0 +1,256 @@
+"""odecli's fast path against JAX + diffrax on torchdiffeq's ode_demo problem, side by side.
+
+The problem (benchmarks/plain_loop.py): cubic spiral, 1000 points on [0, 25], batches of 20
+windows of 10 points, a 2-50-2 tanh network on y**3, dopri5 at rtol 1e-7 / atol 1e-9, RMSprop
+1e-3, float32. Every loop starts from the same weights and sees the same windows; the process is
+pinned to one CPU core and each library told to use one thread. Loops:
+
+  plain      torchdiffeq's odeint with direct backprop (the ode_demo script)
+  reference  odecli, gradient=checkpoint, solver.fast=false (torchdiffeq's loop, replayed)
+  fast       odecli, gradient=checkpoint, solver.fast=true (numerics/rk.py)
+  compiled   the fast loop with solver.compile=true (torch.compile of each whole step)
+  diffrax    equinox field, diffrax Dopri5 + PIDController (its I-controller), default
+             RecursiveCheckpointAdjoint, optax RMSprop matched to torch's, the whole step
+             under eqx.filter_jit
+
+Reported: one-off compile time (first step), ms per iteration (median over blocks of
+iterations, the loops alternating block by block so drift hits all alike), forward NFE per
+iteration, us per forward NFE, and ode_demo's test loss (mean L1 of the rollout from the true
+start) after the run. The step-size controllers differ (diffrax takes other steps), hence time
+per NFE as well as per iteration.
+
+    pip install ".[bench]"     # jax, equinox, diffrax, optax; without them diffrax is skipped
+    python benchmarks/diffrax_compare.py [--iters 600 --block 50] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                      "intra_op_parallelism_threads=1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from torchdiffeq import odeint  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_loop import spiral_truth  # noqa: E402
+from speed import RESULTS, machine  # noqa: E402
+
+from odecli.dynamics.models import ODEField  # noqa: E402
+from odecli.numerics import solve  # noqa: E402
+
+RTOL, ATOL, LR, BATCH, WINDOW = 1e-7, 1e-9, 1e-3, 20, 10
+
+
+def windows(n_iters: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 1000 - WINDOW + 1, (BATCH,), generator=g) for _ in range(n_iters)]
+
+
+def initial_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
+    return {k: v.clone() for k, v in field.state_dict().items()}
+
+
+class TorchLoop:
+    """One training loop in torch: `mode` picks the solver path."""
+
+    def __init__(self, mode: str, t: torch.Tensor, true_y: torch.Tensor,
+                 weights: dict[str, torch.Tensor]) -> None:
+        self.mode, self.t, self.true_y = mode, t, true_y
+        self.field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
+        self.field.load_state_dict(weights)
+        self.func = solve.CountingField(self.field)
+        self.opt = torch.optim.RMSprop(self.field.parameters(), lr=LR)
+        self.spec = solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL, gradient="checkpoint",
+                                     fast=mode != "reference", compile=mode == "compiled")
+        self.nfe_forward = 0
+
+    def step(self, s: torch.Tensor) -> None:
+        self.opt.zero_grad()
+        y0, bt = self.true_y[s], self.t[:WINDOW]
+        by = torch.stack([self.true_y[s + i] for i in range(WINDOW)], dim=0)
+        before = self.func.nfe
+        if self.mode == "plain":
+            pred = odeint(self.func, y0, bt, rtol=RTOL, atol=ATOL)
+        else:
+            pred = solve.solve(self.func, y0, bt, self.spec)
+        self.nfe_forward += self.func.nfe - before
+        loss = torch.mean(torch.abs(pred - by))
+        loss.backward()
+        self.opt.step()
+
+    @torch.no_grad()
+    def error(self) -> float:
+        pred = solve.solve(self.func, self.true_y[0], self.t,
+                           solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL), grad=False)
+        return float(torch.mean(torch.abs(pred - self.true_y)))
+
+
+class DiffraxLoop:
+    """The same loop in JAX: equinox field, diffrax solve, optax RMSprop, one jitted step."""
+
+    def __init__(self, t: torch.Tensor, true_y: torch.Tensor,
+                 weights: dict[str, torch.Tensor]) -> None:
+        import diffrax
+        import equinox as eqx
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        self.jnp = jnp
+        key = jax.random.PRNGKey(0)
+        mlp = eqx.nn.MLP(2, 2, 50, 1, activation=jnp.tanh, key=key)
+        lin1, lin2 = mlp.layers
+        w = {k: jnp.asarray(v.numpy()) for k, v in weights.items()}
+        lin1 = eqx.tree_at(lambda m: (m.weight, m.bias), lin1, (w["net.0.weight"],
+                                                                  w["net.0.bias"]))
+        lin2 = eqx.tree_at(lambda m: (m.weight, m.bias), lin2, (w["net.2.weight"],
+                                                                  w["net.2.bias"]))
+        self.model = eqx.tree_at(lambda m: m.layers, mlp, (lin1, lin2))
+        self.t = jnp.asarray(t.numpy())
+        self.true_y = jnp.asarray(true_y.numpy())[:, 0, :]
+        # torch's RMSprop: alpha 0.99, eps added outside the square root
+        self.optim = optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+        self.opt_state = self.optim.init(eqx.filter(self.model, eqx.is_inexact_array))
+        self.nfe_forward = 0
+
+        def vector_field(t, y, model):
+            return jax.vmap(model)(y**3)
+
+        term = diffrax.ODETerm(vector_field)
+        solver = diffrax.Dopri5()
+        controller = diffrax.PIDController(rtol=RTOL, atol=ATOL)
+
+        def solve_batch(model, y0, ts):
+            sol = diffrax.diffeqsolve(term, solver, t0=ts[0], t1=ts[-1], dt0=None, y0=y0,
+                                      args=model, saveat=diffrax.SaveAt(ts=ts),
+                                      stepsize_controller=controller, max_steps=100000)
+            return sol.ys, sol.stats["num_steps"]
+
+        @eqx.filter_jit
+        def train_step(model, opt_state, s):
+            idx = s[:, None] + jnp.arange(WINDOW)[None, :]
+            batch_y = self.true_y[idx]                        # (batch, window, 2)
+
+            def loss_fn(m):
+                ys, steps = solve_batch(m, batch_y[:, 0, :], self.t[:WINDOW])
+                return jnp.mean(jnp.abs(ys - jnp.swapaxes(batch_y, 0, 1))), steps
+
+            (loss, steps), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+            updates, opt_state = self.optim.update(grads, opt_state, model)
+            return eqx.apply_updates(model, updates), opt_state, steps
+
+        @eqx.filter_jit
+        def rollout(model):
+            ys, _ = solve_batch(model, self.true_y[:1], self.t)
+            return jnp.mean(jnp.abs(ys[:, 0, :] - self.true_y))
+
+        self._train_step, self._rollout = train_step, rollout
+
+    def step(self, s: torch.Tensor) -> None:
+        self.model, self.opt_state, steps = self._train_step(
+            self.model, self.opt_state, self.jnp.asarray(s.numpy()))
+        # Dopri5 is FSAL: 6 new evaluations per step (accepted or rejected), 1 to start
+        self.nfe_forward += 6 * int(steps) + 1
+
+    def error(self) -> float:
+        return float(self._rollout(self.model))
+
+
+def run(modes: list[str], n_iters: int, block: int) -> list[dict[str, object]]:
+    t, true_y = spiral_truth()
+    weights = initial_weights()
+    batches = windows(n_iters + 1)
+    loops: dict[str, object] = {}
+    compile_s: dict[str, float] = {}
+    for mode in modes:
+        t0 = time.perf_counter()
+        loop = DiffraxLoop(t, true_y, weights) if mode == "diffrax" else TorchLoop(
+            mode, t, true_y, weights)
+        loop.step(batches[0])  # the first step compiles (JAX, torch.compile) or warms up
+        compile_s[mode] = time.perf_counter() - t0
+        loop.nfe_forward = 0
+        loops[mode] = loop
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for start in range(1, n_iters + 1, block):
+        for mode in modes:  # alternate block by block: drift hits every loop alike
+            loop = loops[mode]
+            t0 = time.perf_counter()
+            for s in batches[start:start + block]:
+                loop.step(s)
+            times[mode].append((time.perf_counter() - t0) / len(batches[start:start + block]))
+    rows = []
+    for mode in modes:
+        loop = loops[mode]
+        ms = statistics.median(times[mode]) * 1e3
+        nfe = loop.nfe_forward / n_iters
+        rows.append({"loop": mode, "compile_s": compile_s[mode], "ms": ms, "nfe": nfe,
+                     "us_per_nfe": ms * 1e3 / nfe, "error": loop.error()})
+    return rows
+
+
+def table(rows: list[dict[str, object]], n_iters: int) -> str:
+    base = next((r for r in rows if r["loop"] == "diffrax"), None)
+    head = ("| loop | first step (compile) | ms / iteration | forward NFE / iteration | "
+            "us / forward NFE | vs diffrax per iteration | vs diffrax per NFE | "
+            f"L1 error after {n_iters} its |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        vs = f"{r['ms'] / base['ms']:.2f}x" if base else "-"
+        vs_nfe = f"{r['us_per_nfe'] / base['us_per_nfe']:.2f}x" if base else "-"
+        lines.append(f"| {r['loop']} | {r['compile_s']:.1f} s | {r['ms']:.2f} | {r['nfe']:.1f} | "
+                     f"{r['us_per_nfe']:.0f} | {vs} | {vs_nfe} | {r['error']:.4f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--block", type=int, default=50)
+    parser.add_argument("--modes", nargs="+",
+                        default=["plain", "reference", "fast", "compiled", "diffrax"])
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    torch.set_num_threads(1)
+    modes = list(args.modes)
+    note = ""
+    if "diffrax" in modes:
+        try:
+            import diffrax  # noqa: F401
+            import equinox  # noqa: F401
+            import jax  # noqa: F401
+            import optax  # noqa: F401
+        except ImportError:
+            modes.remove("diffrax")
+            note = ("\ndiffrax skipped: jax, equinox, diffrax or optax is not installed "
+                    "(pip install \".[bench]\").\n")
+    out = table(run(modes, args.iters, args.block), args.iters) + note
+    print(out)
+    if args.record:
+        versions = ""
+        if "diffrax" in modes:
+            import diffrax
+            import jax
+
+            versions = f", jax {jax.__version__}, diffrax {diffrax.__version__}"
+        command = "python benchmarks/diffrax_compare.py " + " ".join(sys.argv[1:])
+        with RESULTS.open("a") as fh:
+            fh.write(f"\n### odecli vs JAX/diffrax, ode_demo problem, 1 CPU core "
+                     f"({datetime.date.today()}, {machine()}{versions})\n\n"
+                     f"`{command.strip()}`\n\n{out}")
+
+
+if __name__ == "__main__":
+    main()
