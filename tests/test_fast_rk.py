@@ -61,7 +61,7 @@ def test_fast_solution_and_nfe_are_odeints(method, sign):
     ref = odeint(func, y0, t, method=method, **TOL)
     ref_nfe, func.calls = func.calls, 0
     counted = []
-    out = rk.odeint_fast(func, y0, t, method=method, grad=False, count=counted.append, **TOL)
+    out = rk.odeint_fast(func, y0, t, method=method, gradient="none", count=counted.append, **TOL)
     assert func.calls == sum(counted) == ref_nfe
     # float64: the same steps, the arithmetic regrouped (dopri8's large coefficients cancel)
     assert (out - ref).abs().max() < 1e-9
@@ -72,7 +72,7 @@ def test_tuple_states_solve_as_odeint_with_its_mixed_norm():
     y0, t = y0_and_t()
     state = (y0, torch.zeros(8, 1, dtype=torch.float64))
     ref = odeint(func, state, t, method="dopri5", **TOL)
-    out = rk.odeint_fast(func, state, t, method="dopri5", grad=False, **TOL)
+    out = rk.odeint_fast(func, state, t, method="dopri5", gradient="none", **TOL)
     for a, b in zip(out, ref, strict=True):
         assert a.shape == b.shape and (a - b).abs().max() < 1e-12
 
@@ -90,6 +90,29 @@ def test_fast_checkpoint_gradients_equal_the_torchdiffeq_replay(method):
         grads.append([y0.grad, func.w1.grad, func.w2.grad])
     for a, b in zip(*grads, strict=True):
         assert (a - b).abs().max() < 1e-8 * (1 + b.abs().max())
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_fast_direct_backprop_is_torchdiffeqs_with_the_same_first_step(method):
+    # torchdiffeq's direct backprop holds every step size fixed but the first guess; given
+    # that step as an option, it and the fast loop's graph give the same gradient
+    grads, first = [], None
+    for fast in (True, False):
+        func = Field()
+        y0, t = y0_and_t()
+        y0.requires_grad_(True)
+        spec = solve.SolverSpec(method=method, gradient="direct", fast=fast, **TOL)
+        if first is not None:
+            spec.options = {"first_step": first}
+        out = solve.solve(func, y0, t, spec)
+        assert not hasattr(out.grad_fn, "replay")  # a plain graph, no checkpoints
+        (out * torch.sin(out.detach())).sum().backward()
+        grads.append([y0.grad, func.w1.grad, func.w2.grad])
+        if first is None:
+            first = rk.FastSolve(func, y0, t, method, TOL["rtol"], TOL["atol"], None)._first_step(
+                0.0, y0.detach(), func(t[0], y0.detach()))
+    for a, b in zip(*grads, strict=True):
+        assert (a - b).abs().max() < 1e-9 * (1 + b.abs().max())
 
 
 def test_solve_routes_adaptive_checkpoint_and_evaluation_to_the_fast_loop():
@@ -120,7 +143,7 @@ def test_step_size_options_are_honoured_as_torchdiffeq_does():
                "dfactor": 0.3}
     ref = odeint(func, y0, t, method="dopri5", options=options, **TOL)
     ref_nfe, func.calls = func.calls, 0
-    out = rk.odeint_fast(func, y0, t, method="dopri5", options=options, grad=False, **TOL)
+    out = rk.odeint_fast(func, y0, t, method="dopri5", options=options, gradient="none", **TOL)
     assert func.calls == ref_nfe and (out - ref).abs().max() < 1e-12
 
 

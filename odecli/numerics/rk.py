@@ -12,8 +12,10 @@ compiles one whole step with `torch.compile` (static shapes; one compile per sta
 
 Its numbers equal torchdiffeq's to float rounding (tests/test_fast_rk.py): the arithmetic is
 regrouped, so a step whose error ratio lands within rounding of 1 may be accepted by one and
-rejected by the other. The checkpointed gradient (numerics/aca.py) replays these steps exactly:
-the replay runs the very step function the forward solve ran.
+rejected by the other. Gradients: the checkpointed gradient (numerics/aca.py) replays these
+steps exactly (the replay runs the very step function the forward solve ran); direct backprop
+keeps the graph of the accepted steps. Both hold the step sizes fixed, as torchdiffeq's direct
+backprop does for every step but its first guess.
 
 Supported: dopri5, dopri8, bosh3, fehlberg2, adaptive_heun; a tensor or a tuple of tensors as the
 state; increasing or decreasing times; the options first_step, safety, ifactor, dfactor,
@@ -207,11 +209,14 @@ class FastSolve:
     def __init__(self, func: nn.Module | Callable[..., Any], y0: State, t: torch.Tensor,
                  method: str, rtol: float, atol: float, options: dict[str, Any] | None,
                  count: Counter | None = None, compile: bool = False,
-                 record: bool = True) -> None:
+                 record: bool = True, graph: bool = False) -> None:
         self.tab = tableau(method)
         self.shapes = None if isinstance(y0, torch.Tensor) else [p.shape for p in y0]
         flat = y0 if self.shapes is None else torch.cat([p.reshape(-1) for p in y0])
-        self.y0 = flat.detach()
+        # graph: the solve itself is differentiated (gradient=direct); otherwise it runs
+        # without a graph and, with `record`, keeps its steps for the checkpoint replay
+        self.graph = graph
+        self.y0 = flat if graph else flat.detach()
         self.dtype, self.device = flat.dtype, flat.device
         self.count = count or (lambda n: None)
         self.rtol, self.atol = float(rtol), float(atol)
@@ -271,8 +276,9 @@ class FastSolve:
 
         def step(t0: Any, h: Any, y0: torch.Tensor, f0: torch.Tensor) -> tuple[Any, ...]:
             y1, ks = rk_step(field, tab, t0, h, y0, f0, times)
-            err = _combo(None, ks, tab.e, h)
-            return y1, ks, _error_ratio(err, y0, y1, rtol, atol, norm)
+            with torch.no_grad():  # step-size control is not differentiated (as torchdiffeq)
+                err = _combo(None, ks, tab.e, h)
+                return y1, ks, _error_ratio(err, y0, y1, rtol, atol, norm)
 
         if not self.compile:
             return step
@@ -296,6 +302,7 @@ class FastSolve:
         return torch.tensor(v, dtype=torch.float64, device=self.device)
 
     # --- the solve ------------------------------------------------------------------------
+    @torch.no_grad()
     def _first_step(self, t0: float, y0: torch.Tensor, f0: torch.Tensor) -> float:
         """torchdiffeq's initial step guess (Hairer, Norsett & Wanner, II.4)."""
         if self.first_step is not None:
@@ -323,8 +330,8 @@ class FastSolve:
         return min(max(h_next, self.min_step), self.max_step)
 
     def forward(self) -> torch.Tensor:
-        """Solve without a graph; outputs (len(t), *flat state)."""
-        with torch.no_grad():
+        """Solve (without a graph unless `graph`); outputs (len(t), *flat state)."""
+        with torch.set_grad_enabled(self.graph and torch.is_grad_enabled()):
             return self._integrate()
 
     def _integrate(self) -> torch.Tensor:
@@ -403,18 +410,21 @@ class FastSolve:
 
 def odeint_fast(func: nn.Module | Callable[..., Any], y0: State, t: torch.Tensor, *,
                 method: str, rtol: float, atol: float, options: dict[str, Any] | None = None,
-                grad: bool = True, count: Counter | None = None, compile: bool = False
-                ) -> State:
-    """`odeint` on the fast loop; with `grad`, gradients by the checkpointed replay (y0 and
-    func's trainable parameters, as `aca.odeint_checkpoint`). `count(n)` is told of every n
-    field evaluations (it may raise to abandon the solve)."""
-    if grad and torch.is_grad_enabled():
-        if t.requires_grad:
-            raise ValueError("gradient=checkpoint holds the step times fixed and gives no "
-                             "gradient for t; pass t.detach(), or use gradient=direct or "
-                             "gradient=adjoint to differentiate with respect to t")
+                gradient: str = "checkpoint", count: Counter | None = None,
+                compile: bool = False) -> State:
+    """`odeint` on the fast loop. `gradient`: "checkpoint" replays each accepted step in the
+    backward pass (y0 and func's trainable parameters get gradients, as
+    `aca.odeint_checkpoint`); "direct" backpropagates through the solve's graph (everything in
+    it gets gradients, at the memory of every step's graph); "none" builds no graph. Either
+    way the step sizes are constants of the gradient. `count(n)` is told of every n field
+    evaluations (it may raise to abandon the solve)."""
+    if gradient != "none" and torch.is_grad_enabled() and t.requires_grad:
+        raise ValueError("the fast loop holds the step times fixed and gives no gradient for "
+                         "t; pass t.detach(), or solver.fast=false with gradient=direct")
+    if gradient == "checkpoint" and torch.is_grad_enabled():
         return aca.checkpointed(FastSolve(func, y0, t, method, rtol, atol, options, count,
                                           compile), func, y0)
-    solve = FastSolve(func, y0, t, method, rtol, atol, options, count, compile, record=False)
+    solve = FastSolve(func, y0, t, method, rtol, atol, options, count, compile, record=False,
+                      graph=gradient == "direct")
     out = solve.forward()
     return out if solve.shapes is None else aca.unflat(out, solve.shapes)

@@ -179,10 +179,11 @@ def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
                 kwargs.pop("adjoint_rtol")
                 kwargs.pop("adjoint_atol")
             out = odeint_adjoint(func, y0, t, **kwargs)
-        elif mode in ("checkpoint", "none") and spec.fast and spec.adaptive and rk.supported(
-                spec.method, spec.rtol, spec.atol, kwargs["options"]):
+        elif spec.fast and spec.adaptive and rk.supported(
+                spec.method, spec.rtol, spec.atol, kwargs["options"]) and not (
+                mode == "direct" and t.requires_grad):
             inner, count = _counted(func)
-            out = rk.odeint_fast(inner, y0, t, grad=mode == "checkpoint", count=count,
+            out = rk.odeint_fast(inner, y0, t, gradient=mode, count=count,
                                  compile=spec.compiled, **kwargs)
         elif mode == "checkpoint":
             out = aca.odeint_checkpoint(func, y0, t, **kwargs)
