@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from odecli.errors import SolverError
+from odecli.errors import ConfigError, SolverError
 from odecli.numerics import aca, rk, solve
 
 TOL = {"rtol": 1e-6, "atol": 1e-8}
@@ -210,3 +210,22 @@ def test_compiled_steps_give_the_eager_numbers_and_gradients():
         results.append((out.detach(), y0.grad, func.w1.grad))
     for a, b in zip(*results, strict=True):
         assert (a - b).abs().max() < 1e-4 * (1 + b.abs().max())
+
+
+def test_compile_auto_compiles_only_runs_past_the_break_even():
+    spec = solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3, "atol": 1e-4,
+                                      "step_size": None, "options": {}, "fast": True,
+                                      "compile": "auto"})
+    assert not spec.compiled  # unresolved: never
+    spec.resolve_compile(rk.COMPILE_BREAK_EVEN - 1)
+    assert spec.compile is False and not spec.compiled
+    spec.compile = "auto"
+    spec.resolve_compile(rk.COMPILE_BREAK_EVEN)
+    assert spec.compiled
+    forced = solve.SolverSpec(compile=True, fast=False)
+    forced.resolve_compile(1)
+    assert not forced.compiled  # compiling is a property of the fast loop only
+    with pytest.raises(ConfigError, match="solver.compile must be true, false or auto"):
+        solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3, "atol": 1e-4,
+                                   "step_size": None, "options": {}, "fast": True,
+                                   "compile": "sometimes"})
