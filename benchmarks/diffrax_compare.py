@@ -26,7 +26,6 @@ per NFE as well as per iteration.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ from torchdiffeq import odeint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import spiral_truth  # noqa: E402
-from speed import RESULTS, machine  # noqa: E402
+from speed import record  # noqa: E402
 
 from odecli.dynamics.models import ODEField  # noqa: E402
 from odecli.numerics import solve  # noqa: E402
@@ -245,11 +244,7 @@ def main() -> None:
             import jax
 
             versions = f", jax {jax.__version__}, diffrax {diffrax.__version__}"
-        command = "python benchmarks/diffrax_compare.py " + " ".join(sys.argv[1:])
-        with RESULTS.open("a") as fh:
-            fh.write(f"\n### odecli vs JAX/diffrax, ode_demo problem, 1 CPU core "
-                     f"({datetime.date.today()}, {machine()}{versions})\n\n"
-                     f"`{command.strip()}`\n\n{out}")
+        record("odecli vs JAX/diffrax, ode_demo problem, 1 CPU core", out, versions)
 
 
 if __name__ == "__main__":

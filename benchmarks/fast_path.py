@@ -11,7 +11,6 @@ error, so a speed-up is only claimed at the same fit.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import RESULTS, machine, odecli_cmd  # noqa: E402
+from speed import odecli_cmd, record  # noqa: E402
 
 CASES = {
     "`odecli train system=lotka`, torchdiffeq loop": ["system=lotka", "solver.fast=false"],
@@ -65,11 +64,7 @@ def main() -> None:
     text = "\n".join(rows) + "\n"
     print(text)
     if args.record:
-        command = "python benchmarks/fast_path.py " + " ".join(sys.argv[1:])
-        with RESULTS.open("a") as fh:
-            fh.write(f"\n### End to end with and without the fast path, medians of "
-                     f"{args.rounds} ({datetime.date.today()}, {machine()})\n\n"
-                     f"`{command.strip()}`\n\n{text}")
+        record(f"End to end with and without the fast path, medians of {args.rounds}", text)
 
 
 if __name__ == "__main__":

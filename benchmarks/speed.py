@@ -55,6 +55,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
+def record(title: str, text: str, extra: str = "") -> None:
+    """Append a table to RESULTS.md under a heading with the date, machine and the command
+    that made it (this script's argv)."""
+    command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+    with RESULTS.open("a") as fh:
+        fh.write(f"\n### {title} ({datetime.date.today()}, {machine()}{extra})\n\n"
+                 f"`{command.strip()}`\n\n{text}")
+
+
 def odecli_cmd() -> list[str]:
     exe = shutil.which("odecli")
     return [exe] if exe else [sys.executable, "-m", "odecli"]
