@@ -9,6 +9,8 @@ pinned to one CPU core and each library told to use one thread. Loops:
   reference  odecli, gradient=checkpoint, solver.fast=false (torchdiffeq's loop, replayed)
   fast       odecli, gradient=checkpoint, solver.fast=true (numerics/rk.py)
   compiled   the fast loop with solver.compile=true (torch.compile of each whole step)
+  direct     odecli, gradient=direct on the fast loop (backprop through its steps' graph)
+  direct-compiled  the same with solver.compile=true
   diffrax    equinox field, diffrax Dopri5 + PIDController (its I-controller), default
              RecursiveCheckpointAdjoint, optax RMSprop matched to torch's, the whole step
              under eqx.filter_jit
@@ -70,8 +72,10 @@ class TorchLoop:
         self.field.load_state_dict(weights)
         self.func = solve.CountingField(self.field)
         self.opt = torch.optim.RMSprop(self.field.parameters(), lr=LR)
-        self.spec = solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL, gradient="checkpoint",
-                                     fast=mode != "reference", compile=mode == "compiled")
+        self.spec = solve.SolverSpec(
+            method="dopri5", rtol=RTOL, atol=ATOL,
+            gradient="direct" if mode.startswith("direct") else "checkpoint",
+            fast=mode != "reference", compile=mode.endswith("compiled"))
         self.nfe_forward = 0
 
     def step(self, s: torch.Tensor) -> None:
@@ -217,7 +221,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--block", type=int, default=50)
     parser.add_argument("--modes", nargs="+",
-                        default=["plain", "reference", "fast", "compiled", "diffrax"])
+                        default=["plain", "reference", "fast", "compiled", "direct",
+                                 "direct-compiled", "diffrax"])
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
