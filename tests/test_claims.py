@@ -35,6 +35,7 @@ def _popen(outputs: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_never_overwritten(cli, outputs, tmp_path):
     run = tmp_path / "X"
     assert cli("train", *FAST, "train.niters=6", f"hydra.run.dir={run}").exit_code == 0
@@ -53,6 +54,7 @@ def test_a_finished_run_is_never_overwritten(cli, outputs, tmp_path):
     assert "moved the earlier run" in res.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_racing_for_one_folder(outputs, tmp_path):
     run = tmp_path / "race"
     args = ["train", *FAST, "train.niters=60", "train.test_freq=20", f"hydra.run.dir={run}"]
@@ -80,6 +82,7 @@ def test_a_live_claim_keeps_everyone_else_out(cli, outputs, tmp_path):
     assert not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_can_be_resumed(cli, outputs):
     proc = _popen(outputs, "train", *FAST, "train.niters=3000", "train.test_freq=10",
                   "train.checkpoint_every=10")

@@ -65,6 +65,7 @@ def test_unwritable_output_folder_is_reported_before_work(cli, tmp_path, monkeyp
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_solver_failure_records_failed_status_and_keeps_what_was_made(cli, outputs):
     # A learning rate this large blows the field up after a few steps: the adaptive solver
     # then underflows (or the loss turns NaN). The run must say so and keep its history.

@@ -237,6 +237,7 @@ def test_ecg_vae_end_to_end(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_ecg_vae_runs_in_a_joblib_worker(tmp_path: Path) -> None:
     joblib = pytest.importorskip("joblib")
     cfg = compose_cfg("ecg_vae", TINY_ECG + ["train.niters=2", "plots.enabled=false"])

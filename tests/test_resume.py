@@ -97,6 +97,7 @@ def _wait_for_training(outputs: Path, proc: subprocess.Popen, timeout: float = 1
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_checkpoints_marks_interrupted_and_resumes(cli, outputs, sig, code):
     args = [*QUICK, "train.niters=150", "train.test_freq=50", "train.checkpoint_every=1000"]

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_sigterm_during_a_stuck_step(tmp_path: Path):
     out = tmp_path / "outputs"
     env = {**os.environ, "ODECLI_OUTPUTS": str(out)}

@@ -22,6 +22,7 @@ def sweep_runs(outputs: Path) -> list[Path]:
                   key=lambda p: int(p.name))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                                            "device.threads=4"]], ids=["basic", "joblib"])
 def test_four_job_sweep_and_its_report(cli, outputs, launcher):
@@ -74,6 +75,7 @@ def test_a_bad_sweep_value_refuses_the_whole_sweep(cli, outputs, value, message)
     assert not list(outputs.rglob(".hydra")) and not list(outputs.rglob("metrics.json"))
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep(cli, outputs):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     res = cli("train", "-m", "seed=0,1", "hydra/launcher=submitit_local", *QUICK)
@@ -81,6 +83,7 @@ def test_submitit_local_sweep(cli, outputs):
     assert [read_metrics(j)["status"] for j in sweep_runs(outputs)] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_parallel_shell_runs_get_distinct_folders(outputs):
     env = {**os.environ, "ODECLI_OUTPUTS": str(outputs)}
     procs = [subprocess.Popen([sys.executable, "-m", "odecli", "train", f"system={s}", *QUICK],

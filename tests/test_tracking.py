@@ -32,6 +32,7 @@ def test_tensorboard_holds_every_evaluation_and_the_figures(cli, outputs):
     assert "config/text_summary" in events.Tags()["tensors"]
 
 
+@pytest.mark.slow
 def test_mlflow_run_mirrors_the_run_folder(cli, outputs, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -76,6 +77,7 @@ def test_bad_logger_and_objective_are_one_line(cli, outputs):
     assert "objective 'accuracy'" in res.stderr and "extrap_error_rel" in res.stderr
 
 
+@pytest.mark.slow
 def test_optuna_search_returns_each_jobs_objective(cli, outputs):
     sweep = outputs / "search"
     res = cli("train", "-m", *QUICK, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",

@@ -44,6 +44,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
                                              for k, v in state["best"]["model"].items()}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,args,sig,code", [
     ("spiral-vae", SPIRAL, signal.SIGINT, 130),
     ("ecg-vae", ECG, signal.SIGTERM, 143),

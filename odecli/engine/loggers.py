@@ -143,10 +143,11 @@ class Trackers:
             return
         import multiprocessing
 
-        # fork: the child starts at once with everything imported (it never runs torch ops,
-        # so forking a process that has torch loaded is safe); spawn where there is no fork
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        # spawn: forking this process, which has torch's threads running, is unsafe (Python
+        # 3.12+ warns that the child may deadlock), and a forkserver would hand children the
+        # environment of its own start; the child imports what it needs itself, on another
+        # core, beside training
+        ctx = multiprocessing.get_context("spawn")
         self._jobs: Any = ctx.Queue()
         self._notes: Any = ctx.Queue()
         plain = OmegaConf.to_container(cfg, resolve=True)
