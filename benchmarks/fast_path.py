@@ -25,9 +25,10 @@ from speed import odecli_cmd, record  # noqa: E402
 CASES = {
     "`odecli train system=lotka`, torchdiffeq loop": ["system=lotka", "solver.fast=false"],
     "`odecli train system=lotka`, fast path": ["system=lotka"],
-    "`odecli train experiment=ode_fast gradient=direct` (before)": [
-        "experiment=ode_fast", "gradient=direct", "solver.fast=false"],
-    "`odecli train experiment=ode_fast gradient=checkpoint` (fast path)": [
+    "`odecli train experiment=ode_fast`, torchdiffeq loop": [
+        "experiment=ode_fast", "solver.fast=false"],
+    "`odecli train experiment=ode_fast`, fast path": ["experiment=ode_fast"],
+    "`odecli train experiment=ode_fast gradient=checkpoint`, fast path": [
         "experiment=ode_fast", "gradient=checkpoint"],
 }
 
