@@ -13,6 +13,7 @@ clear_refs resets the high-water mark), or the CUDA allocator's peak on a GPU. T
 shared machine are noisy; the memory figures are not.
 
     python benchmarks/classify_memory.py [--depths 4 16 64] [--batch 128] [--width 32]
+        [--norm-groups 32] [--head flatten]
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ d = load({"name": "digits", "val_fraction": 0.1, "test_fraction": 0.2, "limit": 
 x = torch.as_tensor(d.x[d.train[: a["batch"]]], device=dev)
 y = torch.as_tensor(d.y[d.train[: a["batch"]]], device=dev)
 m = {"name": "odenet" if a["model"] == "odenet" else "resnet", "field": "conv",
-     "width": a["width"], "downsample": 0, "augment_dim": 0, "blocks": a["depth"],
-     "tied": False}
+     "width": a["width"], "downsample": 0, "augment_dim": 0, "norm_groups": a["norm_groups"],
+     "head": a["head"], "blocks": a["depth"], "tied": False}
 if m["name"] == "odenet":
     m.pop("blocks"); m.pop("tied")
 model = Classifier(m, (1, 8, 8), 10).to(dev)
@@ -79,6 +80,8 @@ def main() -> None:
     p.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--norm-groups", type=int, default=32)
+    p.add_argument("--head", default="flatten", choices=["flatten", "pool"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
@@ -92,7 +95,8 @@ def main() -> None:
     print("|---|---:|" + "---:|" * (len(a.depths) + 1))
     for model, grad in cases:
         res = [run({"model": model, "gradient": grad, "depth": n, "batch": a.batch,
-                    "width": a.width, "threads": a.threads, "device": a.device})
+                    "width": a.width, "norm_groups": a.norm_groups, "head": a.head,
+                    "threads": a.threads, "device": a.device})
                for n in a.depths]
         cells = " | ".join(f"{r['peak'] / 2**20:.1f} ({r['ms']:.0f} ms)" for r in res)
         params = "/".join(sorted({str(r["params"]) for r in res}, key=int))

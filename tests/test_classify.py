@@ -74,6 +74,9 @@ def test_yaml_defaults_are_what_the_run_gets():
     assert (out["data"]["name"], out["model"]["name"]) == ("digits", "odenet")
     assert out["gradient"]["name"] == "checkpoint"
     assert out["dial"]["within"] == 0.5 and out["dial"]["rtols"][0] == 0.1
+    # the measured defaults (README): a few minutes on one CPU thread, room for the dial
+    assert (out["solver"]["rtol"], out["train"]["niters"]) == (1e-4, 200)
+    assert (out["model"]["head"], out["train"]["tol_spread"]) == ("flatten", 1.0)
     tied = schema.check_classify(composed(["classify_model=resnet_tied"]))["model"]
     assert (tied["name"], tied["tied"], tied["blocks"]) == ("resnet", True, 6)
 
@@ -100,6 +103,13 @@ def test_split_sizes_are_fixed_counts():
     (["classify_model=resnet", "model.blocks=0"], "model.blocks must be a positive integer"),
     (["plots.resnet_run=/nonexistent/run"], "plots.resnet_run: cannot read"),
     (["solver=euler", "solver.step_size=0"], "solver.step_size must be a positive number"),
+    (["solver=rk4", "solver.step_size=0.25", "train.tol_spread=10"],
+     "solver=rk4 has none (use train.tol_spread=1)"),
+    (["train.tol_spread=0.5"], "train.tol_spread must be"),
+    (["model.norm_groups=5"], "model.norm_groups=5 does not divide the channels"),
+    (["model.width=8", "model.augment_dim=2", "model.norm_groups=4"],
+     "choose a common divisor"),
+    (["model.head=max"], "unknown model.head"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_folder(cli, outputs, overrides, message):
     res = cli("classify", *overrides, "quiet=true", "train.niters=1")
@@ -189,7 +199,8 @@ def test_digits_split_is_fixed_by_the_seed():
 # ------------------------------------------------------------------------------ models
 
 def _model(**kw):
-    m = {"name": "odenet", "field": "conv", "width": 8, "downsample": 0, "augment_dim": 0}
+    m = {"name": "odenet", "field": "conv", "width": 8, "downsample": 0, "augment_dim": 0,
+         "norm_groups": 32, "head": "pool"}
     m.update(kw)
     return Classifier(m, (1, 8, 8), 10)
 
@@ -218,6 +229,19 @@ def test_parameter_counts_share_everything_but_the_blocks():
     assert n_params(_model(name="resnet", blocks=6, tied=True)) == n_params(ode)
     aug = _model(augment_dim=2)
     assert aug.body.field.func.conv1.conv.in_channels == 8 + 2 + 1
+
+
+def test_flatten_head_sees_every_position_and_groups_split_the_channels():
+    torch.manual_seed(0)
+    pool, flat = _model(), _model(head="flatten")
+    assert n_params(flat) - n_params(pool) == 8 * (8 * 8 - 1) * 10  # Linear(8*64, 10)
+    x = torch.rand(3, 1, 8, 8)
+    flat.set_spec(SolverSpec.from_cfg({"method": "rk4", "step_size": 0.5}, {"name": "direct"}))
+    assert flat(x).shape == (3, 10)
+    down = _model(head="flatten", downsample=1, norm_groups=4)
+    assert down.head[-1].in_features == 8 * 4 * 4
+    assert {m.num_groups for m in down.modules() if isinstance(m, torch.nn.GroupNorm)} == {4}
+    assert _model(augment_dim=3).body.field.func.norm1.num_groups == 11  # min(32, 8 + 3)
 
 
 def test_untied_resnet_counts_one_evaluation_per_block():
@@ -254,7 +278,7 @@ def test_odenet_run_eval_resnet_and_report(cli, outputs, tmp_path):
     assert m["test_error"] == pytest.approx(1 - m["test_accuracy"])
     assert m["epochs"] == pytest.approx(4 * 16 / 105) and m["seconds_per_epoch"] > 0
     assert m["nfe_forward_per_iter"] > 0 and m["nfe_backward_per_iter"] > 0
-    assert m["gradient"] == "checkpoint" and m["n_params"] == n_params(_model())
+    assert m["gradient"] == "checkpoint" and m["n_params"] == n_params(_model(head="flatten"))
     for f in ("loss.png", "curves.png", "confusion.png", "tradeoff.png", "tradeoff.csv"):
         assert (run / f).exists(), f
     with open(run / "tradeoff.csv") as f:
@@ -286,6 +310,7 @@ def test_odenet_run_eval_resnet_and_report(cli, outputs, tmp_path):
     assert "test_error" in res.stdout and "n_params" in res.stdout
 
 
+@pytest.mark.slow
 def test_sweep_and_resume(cli, outputs):
     res = cli("classify", "-m", *QUICK, "dial.enabled=false", "model.augment_dim=0,2")
     assert res.exit_code == 0, res.stderr
@@ -300,3 +325,22 @@ def test_sweep_and_resume(cli, outputs):
     assert res.exit_code == 0, res.stderr
     m = read_metrics(run)
     assert m["iterations"] == 4 and m["epochs"] == pytest.approx(4 * 16 / 105)
+
+
+def test_tol_spread_trains_across_tolerances_and_scores_at_the_run_solver(tmp_path):
+    from odecli.classify.experiment import ClassifyExperiment
+
+    exp = ClassifyExperiment(composed([*QUICK, "train.tol_spread=100", "solver.rtol=1e-3",
+                                       "solver.atol=1e-3"]), tmp_path)
+    assert (exp.spec.rtol, exp.spec.atol) == (1e-3, 1e-3)
+    specs = [exp.training_spec() for _ in range(400)]
+    rtols = np.array([s.rtol for s in specs])
+    assert all(s.atol == s.rtol for s in specs)
+    assert rtols.min() >= 1e-3 and rtols.max() <= 0.1 + 1e-12
+    # log-uniform on [1e-3, 1e-1]: half the draws below 1e-2, a quarter below 10**-2.5
+    assert np.mean(rtols < 1e-2) == pytest.approx(0.5, abs=0.08)
+    assert np.mean(rtols < 10 ** -2.5) == pytest.approx(0.25, abs=0.08)
+    loss, _ = exp.loss(1)
+    assert torch.isfinite(loss) and exp.model.body.spec is exp.spec  # scoring: the run's
+    plain = ClassifyExperiment(composed(QUICK), tmp_path / "plain")
+    assert plain.training_spec() is plain.spec

@@ -8,8 +8,10 @@ run's solver and, for an ODE-Net, at every point of the speed/accuracy dial (dia
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +44,11 @@ def check(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"{key}={cfg.get(key)} replaces the whole {key} node; choose "
                               f"a {key} config with {group}={cfg.get(key)}")
     settings = schema.check_classify(cfg)
-    SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
+    spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
+    if settings["train"]["tol_spread"] != 1 and not spec.adaptive:
+        raise ConfigError(f"train.tol_spread={settings['train']['tol_spread']:g} scales an "
+                          f"adaptive solver's tolerances; solver={spec.method} has none "
+                          f"(use train.tol_spread=1)")
     device_mod.setup(cfg.device)
     return settings
 
@@ -131,10 +137,27 @@ class ClassifyExperiment(NumpyBatches, Experiment):
         pick = self.rng.choice(train, size=min(self.opts["batch_size"], len(train)),
                                replace=False)
         idx = torch.as_tensor(pick, device=self.rt.device)
-        logits = self.model(self.shifted(self.x[idx]))
+        self.model.set_spec(self.training_spec())
+        try:
+            logits = self.model(self.shifted(self.x[idx]))
+        finally:
+            self.model.set_spec(self.spec)
         target = self.y[idx]
         acc = (logits.detach().argmax(1) == target).float().mean()
         return F.cross_entropy(logits, target), {"train_accuracy": float(acc)}
+
+    def training_spec(self) -> SolverSpec:
+        """The solver of this training step: the run's, or with train.tol_spread > 1 its
+        tolerances times a factor drawn log-uniformly from [1, tol_spread]. A network
+        trained at one tolerance can come to rely on that discretisation (Ott et al. 2021,
+        "ResNet After All?"); across a range it must classify well at all of them, and the
+        looser solves make training cheaper. Scoring stays at the run's solver."""
+        spread = self.opts["tol_spread"]
+        if spread == 1 or not self.spec.adaptive or self.settings["model"]["name"] != "odenet":
+            return self.spec
+        factor = math.exp(self.rng.uniform(0.0, math.log(spread)))
+        return dataclasses.replace(self.spec, rtol=self.spec.rtol * factor,
+                                   atol=self.spec.atol * factor)
 
     def end_step(self) -> None:
         self.steps += 1

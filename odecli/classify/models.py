@@ -19,8 +19,9 @@ from torch import nn
 from odecli.numerics.solve import CountingField, SolverSpec, solve
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels), channels)
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with min(groups, channels) groups (torchdiffeq's odenet_mnist: 32)."""
+    return nn.GroupNorm(min(groups, channels), channels)
 
 
 class ConcatConv(nn.Module):
@@ -38,9 +39,9 @@ class ConcatConv(nn.Module):
 class ConvField(nn.Module):
     """torchdiffeq's odenet_mnist field: norm, ReLU, time-conv, norm, ReLU, time-conv, norm."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, groups: int = 32) -> None:
         super().__init__()
-        self.norm1, self.norm2, self.norm3 = _norm(channels), _norm(channels), _norm(channels)
+        self.norm1, self.norm2, self.norm3 = (_norm(channels, groups) for _ in range(3))
         self.conv1 = ConcatConv(channels, channels)
         self.conv2 = ConcatConv(channels, channels)
 
@@ -131,10 +132,11 @@ class Classifier(nn.Module):
                  ) -> None:
         super().__init__()
         c_in, h, w = in_shape
-        width, aug = m["width"], m["augment_dim"]
+        width, aug, groups = m["width"], m["augment_dim"], m["norm_groups"]
         layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1)]
         for _ in range(m["downsample"]):
-            layers += [_norm(width), nn.ReLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
+            layers += [_norm(width, groups), nn.ReLU(),
+                       nn.Conv2d(width, width, 4, stride=2, padding=1)]
             h, w = h // 2, w // 2
         self.conv = m["field"] == "conv"
         if not self.conv:
@@ -142,13 +144,22 @@ class Classifier(nn.Module):
         self.down = nn.Sequential(*layers)
         self.aug = aug
         state = width + aug
-        make: Callable[[], nn.Module] = ((lambda: ConvField(state)) if self.conv
+        make: Callable[[], nn.Module] = ((lambda: ConvField(state, groups)) if self.conv
                                          else (lambda: MLPField(state)))
         self.body: ODEBody | ResBody = (ODEBody(make()) if m["name"] == "odenet"
                                         else ResBody(make, m["blocks"], m["tied"]))
-        head: list[nn.Module] = ([_norm(state), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten()] if self.conv else [nn.ReLU()])
-        self.head = nn.Sequential(*head, nn.Linear(state, n_classes))
+        # conv head: norm, ReLU, then every position's channels (flatten) or their
+        # spatial average (pool: torchdiffeq's, which loses where on the image a stroke is)
+        head: list[nn.Module] = [nn.ReLU()]
+        features = state
+        if self.conv:
+            head = [_norm(state, groups), nn.ReLU()]
+            if m["head"] == "pool":
+                head.append(nn.AdaptiveAvgPool2d(1))
+            else:
+                features = state * h * w
+            head.append(nn.Flatten())
+        self.head = nn.Sequential(*head, nn.Linear(features, n_classes))
 
     @property
     def counter(self) -> Any:

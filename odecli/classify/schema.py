@@ -19,6 +19,7 @@ N_MNIST_TRAIN = 60000  # MNIST's official training images (its 10,000 test image
 DATASETS = ("digits", "mnist")
 MODELS = ("odenet", "resnet")
 FIELDS = ("conv", "mlp")
+HEADS = ("flatten", "pool")
 # Dial solvers: the adaptive rtol sweep needs an error estimate; SciPy's runs outside torch
 # and cannot count its function evaluations, so it is left out of the sweep.
 DIAL_ADAPTIVE = tuple(m for m in ADAPTIVE if m != "scipy_solver")
@@ -73,15 +74,32 @@ _MODEL_KEYS = {
     "width": Int(1),              # channels (conv) or features (mlp) of the state
     "downsample": Int(0),         # stride-2 convolutions before the block (MNIST: 2)
     "augment_dim": Int(0),        # zero channels/features appended (Dupont et al. 2019)
+    "norm_groups": Int(1),        # GroupNorm groups: min(norm_groups, channels)
+    "head": Choice(*HEADS),       # conv: flatten every position, or average-pool (torchdiffeq)
 }
+
+
+def _groups_divide(v: dict[str, Any]) -> bool:
+    """Every normalised channel count (the width, and the state with its augmented
+    channels) splits into min(norm_groups, channels) equal groups."""
+    return all(c % min(v["norm_groups"], c) == 0
+               for c in (v["width"], v["width"] + v["augment_dim"]))
+
+
+_GROUPS_RULE = Rule(_groups_divide,
+                    "{p}norm_groups={norm_groups} does not divide the channels ({p}width="
+                    "{width}, plus {p}augment_dim={augment_dim}); choose a common divisor")
 MODEL = Tagged("name", {
-    "odenet": Schema(_MODEL_KEYS),
-    "resnet": Schema({**_MODEL_KEYS, "blocks": Int(1), "tied": Bool()}),
+    "odenet": Schema(_MODEL_KEYS, rules=[_GROUPS_RULE]),
+    "resnet": Schema({**_MODEL_KEYS, "blocks": Int(1), "tied": Bool()}, rules=[_GROUPS_RULE]),
 }, message="unknown model '{value}'; choose one of: {options} (classify_model=NAME)")
 
 TRAIN = engine.TRAIN.extend({
     "eval_batch_size": Int(1),  # batch size of validation, test and the dial
     "shift": Int(0),            # random translation of training images by up to N pixels
+    # each training solve at rtol and atol times a factor drawn log-uniformly from
+    # [1, tol_spread] (1: off); validation, test and the dial's reference keep solver.rtol
+    "tol_spread": Float(1),
 })
 
 DIAL = Schema({
