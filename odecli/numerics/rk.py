@@ -44,8 +44,8 @@ OPTIONS = ("first_step", "safety", "ifactor", "dfactor", "min_step", "max_step",
            "max_num_steps")
 # solver.compile=auto compiles a run's steps from this many training iterations on. Measured
 # (benchmarks/diffrax_compare.py, ode_demo problem, 1 CPU core): compiling costs ~15 s the first
-# time (~2 s once inductor's on-disk cache holds the graphs) and saves ~2.1 ms per iteration
-# (6.6 -> 4.5 ms), so a cold compile pays for itself after ~7,000 iterations.
+# time (~2-3 s once inductor's on-disk cache holds the graphs) and saves 2.1-3.1 ms per
+# iteration (a third of the eager step), so a cold compile pays for itself after 5,000-7,000.
 COMPILE_BREAK_EVEN = 8000
 State = torch.Tensor | tuple[torch.Tensor, ...]
 Counter = Callable[[int], None]
