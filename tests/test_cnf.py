@@ -229,6 +229,28 @@ def test_yaml_and_schema_hold_the_same_keys_and_the_engine_keys():
                                                                "jacobian": 0.0}
 
 
+CHECKERBOARD = ["data.name=checkerboard", "model.width=128", "train.batch_size=256",
+                "train.niters=4000", "reg.kinetic=0.01", "reg.jacobian=0.01"]
+
+
+def test_the_documented_checkerboard_setting_validates_and_is_documented_alike():
+    """README's checkerboard setting (below the KDE) composes and passes the schema, and
+    README, configs/cnf.yaml and benchmarks/cnf_targets.py name the same overrides."""
+    from pathlib import Path
+
+    out = schema.check_cnf(compose(COMMANDS["cnf"], CHECKERBOARD))
+    assert out["model"]["width"] == 128 and out["train"]["niters"] == 4000
+    assert out["reg"] == {"kinetic": 0.01, "jacobian": 0.01}
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text().split())
+    yaml = " ".join((root / "configs" / "cnf.yaml").read_text().replace("#", " ").split())
+    bench = (root / "benchmarks" / "cnf_targets.py").read_text()
+    assert "odecli cnf " + " ".join(CHECKERBOARD[:4]) + " \\ " + " ".join(
+        CHECKERBOARD[4:]) in readme
+    assert " ".join(CHECKERBOARD) in yaml
+    assert all(f'"{o}"' in bench for o in CHECKERBOARD[1:])
+
+
 @pytest.mark.parametrize("override,message", [
     ("data.name=swissroll", "unknown data.name 'swissroll'; choose one of: 8gaussians,"),
     ("data.n_train=1", "data.n_train must be an integer >= 2, got 1"),
@@ -338,6 +360,27 @@ def test_regularisers_do_not_shrink_the_solver_steps():
         nfe.append(counter.nfe)
     assert nfe[0] == nfe[1]
     torch.testing.assert_close(logps[0], logps[1])
+
+
+def test_regularised_solves_stay_on_the_fast_loop(monkeypatch):
+    """The regulariser integrals are kept out of the step control by scaling, not by a custom
+    norm (which torchdiffeq's slower loop would have to take), and come back unscaled."""
+    from odecli.numerics import rk
+
+    calls = []
+    real = rk.odeint_fast
+    monkeypatch.setattr(rk, "odeint_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(4)
+    field = Field(2, 8, 2, "tanh", True).double()
+    x = torch.randn(16, 2, dtype=torch.float64)
+    dyn = CNFDynamics(field, "exact", regularise=True)
+    spec = SolverSpec(method="dopri5", rtol=1e-6, atol=1e-6, gradient="checkpoint")
+    logp, kin, jac = log_likelihood(CountingField(dyn), dyn, x, 1.0, spec)
+    assert calls
+    with torch.no_grad():
+        ref = log_likelihood(CountingField(dyn), dyn, x, 1.0, TIGHT, grad=False)
+    for got, want in zip((logp, kin, jac), ref, strict=True):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-5)
 
 
 def test_resume_continues_bit_exact(cli, outputs, tmp_path):
