@@ -49,6 +49,7 @@ from odecli.dynamics.models import ODEField  # noqa: E402
 from odecli.numerics import solve  # noqa: E402
 
 RTOL, ATOL, LR, BATCH, WINDOW = 1e-7, 1e-9, 1e-3, 20, 10
+MODES = ("plain", "reference", "fast", "compiled", "direct", "direct-compiled", "diffrax")
 
 
 def windows(n_iters: int, seed: int = 0) -> list[torch.Tensor]:
@@ -218,12 +219,12 @@ def table(rows: list[dict[str, object]], n_iters: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iters", type=int, default=600)
-    parser.add_argument("--block", type=int, default=50)
-    parser.add_argument("--modes", nargs="+",
-                        default=["plain", "reference", "fast", "compiled", "direct",
-                                 "direct-compiled", "diffrax"])
-    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--iters", type=int, default=600, help="timed iterations per loop")
+    parser.add_argument("--block", type=int, default=50,
+                        help="iterations per block; the loops alternate block by block")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="loops to compare (see the module docstring)")
+    parser.add_argument("--record", action="store_true", help="append to RESULTS.md")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from conftest import FAST, run_dirs
 from torch import nn
 from torchdiffeq import odeint
 
@@ -229,3 +231,22 @@ def test_compile_auto_compiles_only_runs_past_the_break_even():
         solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3, "atol": 1e-4,
                                    "step_size": None, "options": {}, "fast": True,
                                    "compile": "sometimes"})
+
+
+@pytest.mark.parametrize("overrides,loop,note", [
+    ([], "fast", None),
+    (["solver.fast=false"], "torchdiffeq", None),
+    (["solver=rk4", "solver.compile=true"], "torchdiffeq",
+     "solver.compile=true has no effect here (rk4 runs on torchdiffeq's loop)"),
+    (["gradient=adjoint", "solver.compile=true"], "torchdiffeq",
+     "solver.compile=true has no effect here (gradient=adjoint)"),
+])
+def test_a_run_records_its_loop_and_announces_a_compile_that_cannot_apply(
+        cli, outputs, overrides, loop, note):
+    res = cli("train", *FAST, "system=lotka", "system.data_size=40", "train.niters=2",
+              *overrides)
+    assert res.exit_code == 0, res.stderr
+    (run,) = run_dirs(outputs)
+    assert json.loads((run / "metrics.json").read_text())["solver_loop"] == loop
+    notes = [ln for ln in res.stderr.splitlines() if "solver.compile" in ln]
+    assert notes == ([] if note is None else [f"note: {note}: it compiles the fast loop"])

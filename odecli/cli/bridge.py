@@ -284,7 +284,6 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         args = resume_mod.merged_overrides(run_dir, args)
     args = [ov.absolute_path(o) for o in args]
     if not showing:
-        check_writable(args, multirun)
         jobs = sweep_jobs(args) if multirun else [args]
         composed = None
         for i, job in enumerate(jobs):
@@ -295,6 +294,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                     raise
                 swept = " ".join(o for o in job if o not in args)
                 raise type(exc)(f"sweep job {i} ({swept}): {exc}") from None
+        check_writable(args, multirun)  # after validating: bad input creates no folder
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         if resume_dir is not None:
             resume_mod.check(run_dir, composed)

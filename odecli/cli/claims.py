@@ -86,8 +86,9 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
                 what = (f"{len(earlier)} job folder(s) of an earlier sweep" if sweep
                         else "a run")
                 finished = not sweep and _finished(folder)
-                way = ("" if sweep else f"continue it with `odecli {command} resume={folder}`"
-                       + (" train.niters=<more>" if finished else "") + ", ")
+                more = " train.niters=<more>" if finished else ""
+                way = ("" if sweep else
+                       f"continue it with `odecli {command} resume={folder}{more}`, ")
                 raise OdecliError(f"{folder} already holds {what}; {way}choose another "
                                   f"{'hydra.sweep.dir' if sweep else 'hydra.run.dir'}, or "
                                   f"pass --overwrite to move it aside to "

@@ -281,7 +281,7 @@ def run_metrics(engine: Engine, status: str, reason: str | None, hint: str | Non
         "seconds_per_iter": engine.train_seconds / its,
         "peak_memory_mb": rundir.peak_memory_mb(exp.rt.device),
         "device": str(exp.rt.device), "gradient": exp.spec.gradient,
-        "solver": exp.spec.method,
+        "solver": exp.spec.method, "solver_loop": exp.spec.loop,
         "environment": rundir.environment(exp.rt.device, exp.rt.dtype, exp.rt.threads),
     }
     if exp.track_best:

@@ -112,9 +112,30 @@ class SolverSpec:
 
     def resolve_compile(self, iterations: int) -> None:
         """Settle `compile: auto` for a run of this many training iterations: compile only
-        where the saving per iteration repays the one-off compile (rk.COMPILE_BREAK_EVEN)."""
+        where the saving per iteration repays the one-off compile (rk.COMPILE_BREAK_EVEN).
+        A forced compile that cannot apply is announced (through `notice`), not ignored."""
         if self.compile == "auto":
             self.compile = self.fast and iterations >= rk.COMPILE_BREAK_EVEN
+        elif self.compile is True and not self.on_fast_loop():
+            why = ("solver.fast=false" if not self.fast else
+                   f"gradient={self.gradient}" if self.gradient == "adjoint" else
+                   f"{self.method} runs on torchdiffeq's loop" if self.method not in rk.METHODS
+                   else f"{self.method} with these options runs on torchdiffeq's loop")
+            text = f"solver.compile=true has no effect here ({why}): it compiles the fast loop"
+            self.notice = f"{self.notice}; {text}" if self.notice else text
+
+    def on_fast_loop(self, mode: str | None = None) -> bool:
+        """Whether solves in this gradient mode (default: the run's) take the fast loop."""
+        mode = self.gradient if mode is None else mode
+        return (self.fast and self.adaptive and mode != "adjoint"
+                and rk.supported(self.method, self.rtol, self.atol, self.torchdiffeq_options()))
+
+    @property
+    def loop(self) -> str:
+        """The step loop training solves run on, as a run records it."""
+        if not self.on_fast_loop():
+            return "torchdiffeq"
+        return "fast, compiled" if self.compiled else "fast"
 
     def torchdiffeq_options(self) -> dict[str, Any] | None:
         options = dict(self.options)
@@ -179,9 +200,7 @@ def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
                 kwargs.pop("adjoint_rtol")
                 kwargs.pop("adjoint_atol")
             out = odeint_adjoint(func, y0, t, **kwargs)
-        elif spec.fast and spec.adaptive and rk.supported(
-                spec.method, spec.rtol, spec.atol, kwargs["options"]) and not (
-                mode == "direct" and t.requires_grad):
+        elif spec.on_fast_loop(mode) and not (mode == "direct" and t.requires_grad):
             inner, count = _counted(func)
             out = rk.odeint_fast(inner, y0, t, gradient=mode, count=count,
                                  compile=spec.compiled, **kwargs)
