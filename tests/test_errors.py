@@ -42,6 +42,12 @@ def test_bad_input_is_one_line_and_exit_2(cli, outputs, args, message):
     assert not run_dirs(outputs), "a refused run must not leave a run folder"
 
 
+def test_bad_input_creates_no_folder_even_where_one_is_named(cli, tmp_path):
+    res = cli("train", *FAST, "solver.compile=maybe", f"hydra.run.dir={tmp_path / 'a' / 'b'}")
+    assert res.exit_code == 2 and "solver.compile must be true, false or auto" in res.stderr
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_suggests_auto(cli):
     res = cli("train", "device=cuda", *FAST)
