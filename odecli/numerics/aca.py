@@ -72,7 +72,7 @@ def unsupported_reason(method: str, options: dict[str, Any] | None) -> str | Non
     return None
 
 
-def _flat(y: State) -> torch.Tensor:
+def flat(y: State) -> torch.Tensor:
     """A tuple state as the flat tensor torchdiffeq integrates (its own concatenation)."""
     return y if isinstance(y, torch.Tensor) else torch.cat([y_.reshape(-1) for y_ in y])
 
@@ -110,7 +110,7 @@ class _AcceptedSteps(_Recorder):
     first_stages: list[torch.Tensor]
 
     def callback_accept_step(self, t0: torch.Tensor, y0: State, dt: torch.Tensor) -> None:
-        self.steps.append((t0, _flat(y0), dt))  # torchdiffeq unflattens tuple states for us
+        self.steps.append((t0, flat(y0), dt))  # torchdiffeq unflattens tuple states for us
         # the state being stepped from is still the solver's rk_state: its f1 is this f0
         self.first_stages.append(self.solver.rk_state.f1)
 
@@ -119,7 +119,7 @@ class _GridSteps(_Recorder):
     """Fixed-grid solvers: every step is taken (they offer no accept callback)."""
 
     def callback_step(self, t0: torch.Tensor, y0: State, dt: torch.Tensor) -> None:
-        self.steps.append((t0, _flat(y0), dt))
+        self.steps.append((t0, flat(y0), dt))
 
 
 class _Replay:
@@ -284,5 +284,5 @@ def checkpointed(replay: Any, func: nn.Module | Any, y0: State) -> State:
     checkpointed gradient: y0 and func's trainable parameters get gradients."""
     params = (tuple(p for p in func.parameters() if p.requires_grad)
               if isinstance(func, nn.Module) else ())
-    out = _CheckpointSolve.apply(replay, _flat(y0), *params)
+    out = _CheckpointSolve.apply(replay, flat(y0), *params)
     return out if replay.shapes is None else unflat(out, replay.shapes)

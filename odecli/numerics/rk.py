@@ -212,7 +212,7 @@ class FastSolve:
                  record: bool = True, graph: bool = False) -> None:
         self.tab = tableau(method)
         self.shapes = None if isinstance(y0, torch.Tensor) else [p.shape for p in y0]
-        flat = y0 if self.shapes is None else torch.cat([p.reshape(-1) for p in y0])
+        flat = aca.flat(y0)
         # graph: the solve itself is differentiated (gradient=direct); otherwise it runs
         # without a graph and, with `record`, keeps its steps for the checkpoint replay
         self.graph = graph
@@ -270,29 +270,24 @@ class FastSolve:
         return (kind, self.tab, self.sign, self.rtol, self.atol, shapes, self.dtype,
                 str(self.device))
 
-    def _forward_step(self) -> Callable[..., Any]:
+    def _step_fn(self, with_error: bool) -> Callable[..., Any]:
+        """The step function, eager or compiled: (y1, stages) or, for the forward solve,
+        (y1, stages, error ratio). The replay runs the very function the solve ran."""
         tab, field, rtol, atol, norm, times = (self.tab, self.field, self.rtol, self.atol,
                                                self.norm, self._times())
 
         def step(t0: Any, h: Any, y0: torch.Tensor, f0: torch.Tensor) -> tuple[Any, ...]:
             y1, ks = rk_step(field, tab, t0, h, y0, f0, times)
+            if not with_error:
+                return y1, ks
             with torch.no_grad():  # step-size control is not differentiated (as torchdiffeq)
                 err = _combo(None, ks, tab.e, h)
                 return y1, ks, _error_ratio(err, y0, y1, rtol, atol, norm)
 
         if not self.compile:
             return step
-        return _compiled(self._func, self._key("forward"), lambda: step)
-
-    def _step_fn(self) -> Callable[..., Any]:
-        tab, field, times = self.tab, self.field, self._times()
-
-        def step(t0: Any, h: Any, y0: torch.Tensor, f0: torch.Tensor) -> tuple[Any, ...]:
-            return rk_step(field, tab, t0, h, y0, f0, times)
-
-        if not self.compile:
-            return step
-        return _compiled(self._func, self._key("replay"), lambda: step)
+        return _compiled(self._func, self._key("forward" if with_error else "replay"),
+                         lambda: step)
 
     def _scalar(self, v: float) -> float | torch.Tensor:
         """A time or step size as the step function takes it (a tensor when compiled, so one
@@ -343,17 +338,17 @@ class FastSolve:
         f0 = self.field(stage_time(start, False, self.dtype, self.device), y0)
         self.count(1)
         h = self._first_step(start, y0, f0)
-        step = self._forward_step()
+        step = self._step_fn(with_error=True)
         scalar = self._scalar
-        last: tuple[torch.Tensor, list[torch.Tensor], float, float] | None = None
+        last: tuple[torch.Tensor, list[torch.Tensor], float, float] | None = None  # y0, ks, t0, h
         i, n = 1, 0
         while i < len(times):
-            if last is not None and times[i] <= last[2] + last[3]:
+            if last is not None and times[i] <= start:  # start: the last step's end
                 # every output this step reaches, in one product
                 j = i + 1
-                while j < len(times) and times[j] <= last[2] + last[3]:
+                while j < len(times) and times[j] <= start:
                     j += 1
-                out[i:j] = interpolate(self.tab, last[0], last[1], last[2], last[3], times[i:j])
+                out[i:j] = interpolate(self.tab, *last, times[i:j])
                 if self.record:
                     self.owned[-1].extend(range(i, j))
                 i, n = j, 0
@@ -398,7 +393,7 @@ class FastSolve:
             f0 = self.field(stage_time(start, False, self.dtype, self.device), y0)
             self.count(1)
         if self._replay_fn is None:
-            self._replay_fn = self._step_fn()
+            self._replay_fn = self._step_fn(with_error=False)
         y1, ks = self._replay_fn(self._scalar(start), self._scalar(h), y0, f0)
         self.count(len(self.tab.c))
         idx = self.owned[k]
