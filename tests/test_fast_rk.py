@@ -216,6 +216,20 @@ def test_compiled_steps_give_the_eager_numbers_and_gradients():
         assert (a - b).abs().max() < 1e-4 * (1 + b.abs().max())
 
 
+def test_evaluation_solves_stay_eager_when_training_compiles():
+    # evaluation and sampling see many batch sizes: compiling each would cost more than it
+    # saves, so a compiled spec runs them on the eager fast loop (nothing is compiled)
+    field = Field()
+    func = solve.CountingField(field)
+    y0, t = y0_and_t()
+    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8, compile=True)
+    assert spec.compiled
+    out = solve.solve(func, y0, t, spec, grad=False)
+    ref = odeint(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8)
+    assert (out - ref).abs().max() < 1e-9 and func.nfe > 0
+    assert not rk._COMPILED.get(field)
+
+
 def test_compile_auto_compiles_only_runs_past_the_break_even():
     spec = solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3, "atol": 1e-4,
                                       "step_size": None, "options": {}, "fast": True,

@@ -195,12 +195,9 @@ def flow_back(counter: CountingField, z: torch.Tensor, times: torch.Tensor,
               spec: SolverSpec) -> torch.Tensor:
     """Base points at t=T carried back along `times` (decreasing to 0): (len(times), n, 2).
     Only the state is integrated: sampling needs no density."""
-    field = counter.func.field
-
-    class _StateOnly(nn.Module):
-        def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            counter.nfe += 1
-            return field(t, z)
-
+    state_only = CountingField(counter.func.field)
+    state_only.abort = counter.abort
     with torch.no_grad():
-        return solve(_StateOnly(), z, times, spec, grad=False)
+        out = solve(state_only, z, times, spec, grad=False)
+    counter.nfe += state_only.nfe
+    return out

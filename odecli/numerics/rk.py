@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,10 @@ def _compiled(func: Any, key: Any, build: Callable[[], Callable[..., Any]]
     """One torch.compile per (field, step kind, tableau), kept as long as the field lives."""
     per_field = _COMPILED.setdefault(func, {})
     if key not in per_field:
+        # inductor (torch 2.13) calls a helper that torch itself deprecates: not the user's
+        # concern, and it would print a FutureWarning in the middle of a run
+        warnings.filterwarnings("ignore", message=r".*torch\._prims_common\.check",
+                                category=FutureWarning)
         per_field[key] = torch.compile(build(), dynamic=False)
     return per_field[key]
 

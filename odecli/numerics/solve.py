@@ -202,8 +202,11 @@ def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
             out = odeint_adjoint(func, y0, t, **kwargs)
         elif spec.on_fast_loop(mode) and not (mode == "direct" and t.requires_grad):
             inner, count = _counted(func)
+            # Only training solves compile: their shapes are fixed for the run, while
+            # evaluation and sampling see many batch sizes (one compile each) and are a
+            # small share of the work.
             out = rk.odeint_fast(inner, y0, t, gradient=mode, count=count,
-                                 compile=spec.compiled, **kwargs)
+                                 compile=spec.compiled and mode != "none", **kwargs)
         elif mode == "checkpoint":
             out = aca.odeint_checkpoint(func, y0, t, **kwargs)
         else:
