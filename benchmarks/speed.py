@@ -11,9 +11,11 @@ Parts (all by default, in this order; each prints a markdown table):
 
 Ratios come from one run on one machine; times are medians over repeated blocks, and
 alternating blocks are used where two loops are compared so drift hits both alike. With
---record each table is appended to benchmarks/RESULTS.md with the date, machine and command.
+--record each table is appended to benchmarks/RESULTS.md with the date, machine and command;
+with --out DIR each part's table is also written to DIR/<part>.md (benchmarks/gpu_check.sh
+collects the CUDA tables that way).
 
-    python benchmarks/speed.py [--parts fit gradients ...] [--seeds 3] [--record]
+    python benchmarks/speed.py [--parts fit gradients ...] [--seeds 3] [--record] [--out DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -269,16 +272,31 @@ base = mark()
 with torch.no_grad():
     float((solve.solve(func, y0, tt, spec, grad=False) - target).abs().mean())
 peak_eval = peak_since(base)
-# reference gradient: direct backprop in float64 at tight tolerances, same batch and weights
-func64 = solve.CountingField(PlainField(a["width"])).double().to(dev)
-func64.func.load_state_dict(field.state_dict())
-ref_spec = solve.SolverSpec(method="dopri5", rtol=1e-10, atol=1e-12, gradient="direct")
-(solve.solve(func64, y0.double(), tt.double(), ref_spec) - target.double()).abs().mean().backward()
-ref = torch.cat([p.grad.flatten() for p in func64.parameters()]).cpu()
+# reference gradient: direct backprop in float64 at tight tolerances, same batch and weights;
+# the same for every mode at this horizon, so the first mode's is kept for the others
+try:
+    ref = torch.load(a["ref"])
+except FileNotFoundError:
+    func64 = solve.CountingField(PlainField(a["width"])).double().to(dev)
+    func64.func.load_state_dict(field.state_dict())
+    ref_spec = solve.SolverSpec(method="dopri5", rtol=1e-10, atol=1e-12, gradient="direct")
+    (solve.solve(func64, y0.double(), tt.double(), ref_spec)
+     - target.double()).abs().mean().backward()
+    ref = torch.cat([p.grad.flatten() for p in func64.parameters()]).cpu()
+    torch.save(ref, a["ref"])
 print(json.dumps({"ms": statistics.median(times), "nfe": nfe, "peak": peak,
                   "peak_eval": peak_eval,
                   "grad_err": float((grad - ref).norm() / ref.norm())}))
 """
+
+
+class TimeLimit(Exception):
+    """SIGTERM, as `timeout` sends it (benchmarks/gpu_check.sh): the devices and gradients
+    parts end their tables with what they measured instead of losing them."""
+
+
+def _time_limit(signum: int, frame: object) -> None:
+    raise TimeLimit
 
 
 def grad_mem(r: dict) -> int:
@@ -313,15 +331,20 @@ def part_gradients(args) -> tuple[str, list[str]]:
             f"training step ({what}) | of which for gradients | gradient error | time vs "
             "direct |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     results: dict[tuple[str, int], dict] = {}
+    # adjoint last: on a GPU its long horizons take longest, and a time limit (SIGTERM, see
+    # TimeLimit) should cut it rather than the modes measured against it
+    order = ([(m, p) for p in args.points for m in ("direct", "checkpoint")]
+             + [("adjoint", p) for p in args.points])
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "w.pt"
         torch.save(field.state_dict(), weights)
-        for points in args.points:
-            for mode in ("direct", "adjoint", "checkpoint"):
+        try:
+            for mode, points in order:
                 spec = {"mode": mode, "points": points, "width": width, "batch": batch,
                         "device": dev, "rtol": args.rtol, "atol": args.atol,
                         "threads": args.threads or (os.cpu_count() or 1),
-                        "repeats": args.grad_repeats, "weights": str(weights)}
+                        "repeats": args.grad_repeats, "weights": str(weights),
+                        "ref": str(Path(tmp) / f"ref{points}.pt")}
                 # glibc keeps freed blocks for reuse, which hides a later peak behind the
                 # warm-up's; serving every block over 64 KiB by mmap returns it on free, so
                 # the process's peak RSS tracks the tensors alive at the peak.
@@ -335,15 +358,24 @@ def part_gradients(args) -> tuple[str, list[str]]:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results[(mode, points)] = r
                 print(f"  {mode} {points}: {r}", flush=True)
+        except TimeLimit:
+            print("  time limit: the table holds what was measured", flush=True)
+    missing = "| not measured (time limit) | | | | | | |"
     for mode in ("direct", "adjoint", "checkpoint"):
         for points in args.points:
-            r, d = results[(mode, points)], results[("direct", points)]
+            r, d = results.get((mode, points)), results.get(("direct", points))
+            if r is None:
+                rows.append(f"| {mode} | {points} {missing}")
+                continue
+            vs = f"{r['ms'] / d['ms']:.2f}x" if d else "-"
             rows.append(f"| {mode} | {points} | {r['ms']:.1f} | {r['nfe'][0]} | {r['nfe'][1]} | "
                         f"{r['peak'] / 2**20:.1f} MiB | {grad_mem(r) / 2**20:.1f} MiB | "
-                        f"{r['grad_err']:.1e} | {r['ms'] / d['ms']:.2f}x |")
+                        f"{r['grad_err']:.1e} | {vs} |")
     lo, hi = min(args.points), max(args.points)
     for mode in ("direct", "adjoint", "checkpoint"):
-        a, b = results[(mode, lo)], results[(mode, hi)]
+        a, b = results.get((mode, lo)), results.get((mode, hi))
+        if a is None or b is None:
+            continue
         rows.append(f"| {mode}: {hi} vs {lo} points | | | | | {ratio(b['peak'], a['peak'])} | "
                     f"{ratio(grad_mem(b), grad_mem(a))} | | |")
     title = (f"Gradient modes vs horizon ({dev}, batch {batch}, width {width}, dopri5 rtol "
@@ -351,43 +383,76 @@ def part_gradients(args) -> tuple[str, list[str]]:
     return title, rows
 
 
+def per_iter_ms(step: Callable[[], object], repeats: int, block_s: float) -> float:
+    """Median ms per call over `repeats` blocks of up to 10 calls, each block about `block_s`
+    seconds: a slow configuration (a large batch on one CPU thread) is timed over fewer calls
+    instead of for minutes."""
+    timed(step, 3)  # warm-up: allocator, BLAS/cuBLAS handles, CUDA kernels
+    iters = max(1, min(10, round(block_s * 1e3 / timed(step, 1))))
+    return statistics.median(timed(step, iters) for _ in range(repeats))
+
+
 def part_devices(args) -> tuple[str, list[str]]:
     from torchdiffeq import odeint
 
-    def per_iter(device: str, batch: int, width: int, threads: int) -> float:
-        torch.set_num_threads(threads)
+    t, truth = spiral_truth()
+    dt = float(t[1] - t[0])  # a Python float: a tensor step size costs a GPU sync per solve
+
+    def plain(device: str, batch: int, width: int) -> Callable[[], object]:
+        """One plain torchdiffeq training step (rk4 on the 10-point window, direct backprop)."""
         torch.manual_seed(0)
         dev = torch.device(device)
         field = PlainField(width).to(dev)
         opt = torch.optim.RMSprop(field.parameters(), lr=1e-3)
-        t, truth = spiral_truth()
         s = torch.randint(0, 990, (batch,))
         y0, tt = truth[s, 0].to(dev), t[:10].to(dev)
         target = torch.stack([truth[s + i, 0] for i in range(10)]).to(dev)
 
         def step():
             opt.zero_grad()
-            (odeint(field, y0, tt, method="rk4", options={"step_size": tt[1] - tt[0]})
+            (odeint(field, y0, tt, method="rk4", options={"step_size": dt})
              - target).abs().mean().backward()
             opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
 
-        timed(step, 3)
-        return statistics.median(timed(step, 10) for _ in range(3))
+        return step
+
+    def ours(device: str, batch: int, width: int) -> Callable[[], object]:
+        """odecli's Engine.step on the same problem (ode_demo's field and optimiser, rk4 at
+        the data's spacing, direct backprop); fresh windows each step, from its own seed."""
+        tr = trainer("experiment=ode_demo", "solver=rk4", f"solver.step_size={dt!r}",
+                     "gradient=direct", f"model.width={width}", f"train.batch_size={batch}",
+                     f"device={device}", f"device.threads={torch.get_num_threads()}")
+        return tr.step
+
+    def per_iter(make: Callable[[str, int, int], Callable[[], object]], device: str,
+                 batch: int, width: int, threads: int) -> float:
+        torch.set_num_threads(threads)
+        step = make(device, batch, width)
+        if device == "cuda":
+            def synced():
+                step()
+                torch.cuda.synchronize()
+            return per_iter_ms(synced, args.device_repeats, args.device_block)
+        return per_iter_ms(step, args.device_repeats, args.device_block)
 
     cores = os.cpu_count() or 1
-    rows = ["| problem | CPU 1 thread | CPU all cores | CUDA | GPU speed-up vs all cores |",
-            "|---|---:|---:|---:|---:|"]
-    for name, batch, width in (("tiny: batch 20, width 50", 20, 50),
-                               ("large: batch 4096, width 512", 4096, 512)):
-        c1 = per_iter("cpu", batch, width, 1)
-        cn = per_iter("cpu", batch, width, cores)
-        if torch.cuda.is_available():
-            g = per_iter("cuda", batch, width, 1)
-            rows.append(f"| {name} | {c1:.1f} ms | {cn:.1f} ms | {g:.1f} ms | {cn / g:.1f}x |")
-        else:
-            rows.append(f"| {name} | {c1:.1f} ms | {cn:.1f} ms | no GPU | - |")
+    gpu = torch.cuda.is_available()
+    rows = ["| problem | loop | CPU 1 thread | CPU all cores | CUDA | GPU speed-up vs all "
+            "cores |", "|---|---|---:|---:|---:|---:|"]
+    try:
+        for name, batch, width in (("tiny: batch 20, width 50", 20, 50),
+                                   ("large: batch 4096, width 512", 4096, 512)):
+            for label, make in (("plain torchdiffeq", plain), ("odecli Engine.step", ours)):
+                c1 = per_iter(make, "cpu", batch, width, 1)
+                cn = per_iter(make, "cpu", batch, width, cores)
+                g = per_iter(make, "cuda", batch, width, 1) if gpu else None
+                print(f"  {name}, {label}: 1 thread {c1:.1f} ms, {cores} threads {cn:.1f} ms, "
+                      f"CUDA {'-' if g is None else f'{g:.1f} ms'}", flush=True)
+                cuda = f"{g:.1f} ms | {cn / g:.1f}x" if g is not None else "no GPU | -"
+                rows.append(f"| {name} | {label} | {c1:.1f} ms | {cn:.1f} ms | {cuda} |")
+    except TimeLimit:
+        rows.append("| the rest: not measured (time limit) | | | | | |")
+    torch.set_num_threads(1)
     return (f"CPU vs CUDA per training iteration (rk4, 10 points, direct backprop, "
             f"{cores} cores)", rows)
 
@@ -428,9 +493,19 @@ def main() -> None:
     parser.add_argument("--grad-repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="gradients: torch threads (default: all cores)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="gradients: the device measured")
+    parser.add_argument("--device-repeats", type=int, default=3,
+                        help="devices: timed blocks per configuration")
+    parser.add_argument("--device-block", type=float, default=1.0,
+                        help="devices: seconds per timed block (at most 10 iterations)")
     parser.add_argument("--record", action="store_true", help="append to RESULTS.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write each part's table to OUT/<part>.md")
     args = parser.parse_args()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _time_limit)
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     header = f"({datetime.date.today()}, {machine()})"
     for part in args.parts:
@@ -438,6 +513,8 @@ def main() -> None:
         title, rows = globals()[f"part_{part}"](args)
         text = f"### {title} {header}\n\n`{command.strip()}`\n\n" + "\n".join(rows) + "\n"
         print(text, flush=True)
+        if args.out is not None:
+            (args.out / f"{part}.md").write_text(text)
         if args.record:
             with RESULTS.open("a") as fh:
                 fh.write("\n" + text)

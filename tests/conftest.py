@@ -70,11 +70,36 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` run only where a GPU is present (the device machine)."""
+# ODECLI_CUDA_REHEARSAL=1 runs the `cuda` tests on a machine without a GPU, "cpu" standing in for
+# "cuda": the test code itself is exercised here before GPU minutes are spent on it (the
+# comparisons are then cpu against cpu). Where a GPU is present the variable changes nothing.
+REHEARSAL_ENV = "ODECLI_CUDA_REHEARSAL"
+
+
+def cuda_rehearsal() -> bool:
+    """Whether `cuda` tests run with cpu standing in for cuda (the variable set, no GPU)."""
     import torch
 
-    if torch.cuda.is_available():
+    return os.environ.get(REHEARSAL_ENV) == "1" and not torch.cuda.is_available()
+
+
+def gpu_name() -> str:
+    """The device the `cuda` tests put on trial: "cuda", or "cpu" in a rehearsal."""
+    return "cpu" if cuda_rehearsal() else "cuda"
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if cuda_rehearsal():
+        return f"{REHEARSAL_ENV}=1: cuda tests run with cpu standing in for cuda (a rehearsal)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` run only where a GPU is present (the device machine), or in a
+    rehearsal (ODECLI_CUDA_REHEARSAL=1)."""
+    import torch
+
+    if torch.cuda.is_available() or cuda_rehearsal():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:

@@ -1,8 +1,11 @@
-"""CUDA gives CPU's results: every system and both VAE commands (skipped without a GPU).
+"""CUDA gives CPU's results: every system with every gradient mode, both VAE commands,
+`classify`, `cnf` and the compiled fast loop (skipped without a GPU).
 
 Runs in float64 so that CPU and GPU arithmetic agree far below the comparison tolerance; the
 solver's adaptive steps then match and so do the trained models. The device=auto advice is
-checked on any machine.
+checked on any machine. ODECLI_CUDA_REHEARSAL=1 runs the `cuda` tests without a GPU, cpu
+standing in for cuda (tests/conftest.py), so this file is debugged before GPU minutes are
+spent on it; device checks then hold for the stand-in.
 """
 
 from __future__ import annotations
@@ -12,41 +15,73 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import gpu_name
+from test_classify import QUICK
+from test_cnf import SMALL
 from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg
 from test_training import make, trainer
 
+from odecli.classify.experiment import ClassifyExperiment
+from odecli.cli.bridge import COMMANDS, compose
 from odecli.cli.configs_index import config_dir
 from odecli.engine import loop
+from odecli.flows.experiment import CNFExperiment
 from odecli.latent.ecg_experiment import EcgVAE
 from odecli.latent.spiral_experiment import SpiralVAE
 from odecli.numerics import device
 
 SYSTEMS = sorted(p.stem for p in (config_dir() / "system").glob("*.yaml"))
+GRADIENTS = sorted(p.stem for p in (config_dir() / "gradient").glob("*.yaml"))
 SHORT = ["train.niters=6", "train.test_freq=3", "plots.enabled=false", "device.dtype=float64"]
+GPU = gpu_name()  # "cuda", or "cpu" in a rehearsal
+SIDES = {"cpu": "cpu", "gpu": GPU}  # side -> device: CPU's reference and the device on trial
 
 
-def test_every_system_is_covered():
+def test_every_system_and_gradient_mode_is_covered():
     # the CUDA tests are parametrized from the config folder; an empty list would pass vacuously
     assert SYSTEMS == ["lotka", "lotka_linear", "mlp", "nonlinear", "random", "spiral",
                        "spiral_cubic"]
+    assert GRADIENTS == ["adjoint", "checkpoint", "direct"]
+
+
+def _train(run_dir: Path, dev: str, *overrides: str) -> tuple[dict, torch.Tensor]:
+    """An `odecli train` run on `dev`: its metrics and its trained parameters (on the CPU)."""
+    run_dir.mkdir(parents=True)
+    tr = trainer(make(*overrides, f"device={dev}", *SHORT), run_dir)
+    metrics = tr.run()
+    assert next(tr.exp.field.parameters()).device.type == dev
+    return metrics, torch.cat([p.detach().flatten().cpu() for p in tr.exp.field.parameters()])
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("system", SYSTEMS)
-@pytest.mark.parametrize("gradient", ["checkpoint", "adjoint"])
+@pytest.mark.parametrize("gradient", GRADIENTS)
 def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, gradient: str):
     metrics, params = {}, {}
-    for dev in ("cpu", "cuda"):
-        tr = trainer(make(f"system={system}", f"gradient={gradient}", f"device={dev}",
-                                *SHORT), tmp_path / dev)
-        metrics[dev] = tr.run()
-        params[dev] = torch.cat([p.detach().flatten().cpu() for p in tr.exp.field.parameters()])
-        if dev == "cuda":
-            assert next(tr.exp.field.parameters()).is_cuda
-    assert metrics["cuda"]["device"].startswith("cuda")
-    assert torch.allclose(params["cpu"], params["cuda"], rtol=1e-6, atol=1e-9)
+    for side, dev in SIDES.items():
+        metrics[side], params[side] = _train(tmp_path / side, dev, f"system={system}",
+                                             f"gradient={gradient}")
+    cpu, gpu = metrics["cpu"], metrics["gpu"]
+    assert gpu["status"] == "ok" and gpu["device"].startswith(GPU)
+    assert torch.allclose(params["cpu"], params["gpu"], rtol=1e-6, atol=1e-9)
     for key in ("final_loss", "error_rel", "extrap_error_rel"):
-        assert metrics["cuda"][key] == pytest.approx(metrics["cpu"][key], rel=1e-5), key
+        assert gpu[key] == pytest.approx(cpu[key], rel=1e-5), key
+
+
+@pytest.mark.cuda
+def test_compiled_fast_loop_on_cuda_gives_the_eager_numbers(tmp_path: Path):
+    # solver.compile=true: each whole step of the fast loop through torch.compile (Triton
+    # kernels on a GPU), forward and checkpoint replay, against the eager loop on the same device
+    metrics, params = {}, {}
+    for compiled in ("false", "true"):
+        metrics[compiled], params[compiled] = _train(
+            tmp_path / compiled, GPU, "system=spiral", "gradient=checkpoint",
+            f"solver.compile={compiled}")
+    assert metrics["false"]["solver_loop"] == "fast"
+    assert metrics["true"]["solver_loop"] == "fast, compiled"
+    assert torch.allclose(params["true"], params["false"], rtol=1e-6, atol=1e-9)
+    for key in ("final_loss", "error_rel", "extrap_error_rel", "nfe_forward_per_iter"):
+        assert metrics["true"][key] == pytest.approx(metrics["false"][key], rel=1e-5), key
 
 
 @pytest.mark.cuda
@@ -58,12 +93,61 @@ def test_system_trains_the_same_on_cuda_as_on_cpu(tmp_path: Path, system: str, g
 def test_vae_command_is_the_same_on_cuda(tmp_path: Path, name, tiny, keys):
     experiment = SpiralVAE if name == "spiral_vae" else EcgVAE
     out = {}
-    for dev in ("cpu", "cuda"):
+    for side, dev in SIDES.items():
         cfg = compose_cfg(name, tiny + [f"device={dev}", "device.dtype=float64",
                                         "plots.enabled=false"])
-        out[dev] = loop.run(experiment, cfg, tmp_path / dev)
-    for key in keys:
-        assert np.isclose(out["cuda"][key], out["cpu"][key], rtol=1e-5), key
+        out[side] = loop.run(experiment, cfg, tmp_path / side)
+    assert out["gpu"]["device"].startswith(GPU)
+    for key in ("final_loss", *keys):
+        assert np.isclose(out["gpu"][key], out["cpu"][key], rtol=1e-5), key
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("model", ["odenet", "resnet"])
+def test_classify_is_the_same_on_cuda(tmp_path: Path, model: str):
+    # a tiny run each: the ODE-Net (checkpoint gradient, then the dial's solvers) and a ResNet
+    extra = ["classify_model=resnet", "model.blocks=3"] if model == "resnet" else []
+    out = {}
+    for side, dev in SIDES.items():
+        cfg = compose(COMMANDS["classify"], [*QUICK, *extra, f"device={dev}",
+                                             "device.dtype=float64", "plots.enabled=false"])
+        out[side] = loop.run(ClassifyExperiment, cfg, tmp_path / side)
+    cpu, gpu = out["cpu"], out["gpu"]
+    assert gpu["device"].startswith(GPU)
+    for key in ("final_loss", "test_loss", "nfe_forward_per_iter", "nfe_eval"):
+        assert np.isclose(gpu[key], cpu[key], rtol=1e-5), key
+    assert (gpu["test_accuracy"], gpu["best_iteration"]) == (cpu["test_accuracy"],
+                                                             cpu["best_iteration"])
+    # the dial's accuracies and NFE at each solver (its times are the device's own)
+    dial = sorted(k for k in cpu if k.startswith("dial_") and "time" not in k
+                  and "seconds" not in k)
+    assert bool(dial) == (model == "odenet")
+    assert dial == sorted(k for k in gpu if k.startswith("dial_") and "time" not in k
+                          and "seconds" not in k)
+    for key in dial:
+        if isinstance(cpu[key], str):
+            assert gpu[key] == cpu[key], key
+        else:
+            assert np.isclose(gpu[key], cpu[key], rtol=1e-5, equal_nan=True), key
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("reg", [[], ["reg.kinetic=0.01", "reg.jacobian=0.01"]],
+                         ids=["plain", "rnode"])
+def test_cnf_is_the_same_on_cuda(tmp_path: Path, reg: list[str]):
+    # the exact trace: Hutchinson's noise is drawn on the device, so its draws differ
+    out = {}
+    for side, dev in SIDES.items():
+        cfg = compose(COMMANDS["cnf"], [*SMALL, *reg, "model.trace=exact", f"device={dev}",
+                                        "device.dtype=float64", "plots.enabled=false"])
+        out[side] = loop.run(CNFExperiment, cfg, tmp_path / side)
+    cpu, gpu = out["cpu"], out["gpu"]
+    assert gpu["device"].startswith(GPU)
+    for key in ("final_loss", "val_nll", "test_nll", "nfe_forward_per_iter", "nfe_eval"):
+        assert np.isclose(gpu[key], cpu[key], rtol=1e-5), key
+    if reg:
+        for key in ("reg_kinetic", "reg_jacobian"):
+            assert np.isclose(gpu[key], cpu[key], rtol=1e-5), key
 
 
 def test_auto_device_advises_cpu_once_for_a_tiny_model_on_a_gpu(monkeypatch):
