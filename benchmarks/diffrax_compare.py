@@ -14,6 +14,12 @@ pinned to one CPU core and each library told to use one thread. Loops:
   diffrax    equinox field, diffrax Dopri5 + PIDController (its I-controller), default
              RecursiveCheckpointAdjoint, optax RMSprop matched to torch's, the whole step
              under eqx.filter_jit
+  floor      not a solver: PyTorch's floor on this work. Each window is 9 fixed dopri5 steps,
+             one per output interval (55 evaluations, about the adaptive solve's 52), with no
+             error estimate, step-size control or interpolation, direct backprop; what is left
+             is the field's arithmetic and the stage sums
+  floor-compiled  the same, the whole loss (all 9 steps) one torch.compile graph, its backward
+             one AOTAutograd graph: the fastest any torch loop on this CPU could be
 
 Reported: one-off compile time (first step), ms per iteration (median over blocks of
 iterations, the loops alternating block by block so drift hits all alike), forward NFE per
@@ -22,7 +28,8 @@ start) after the run. The step-size controllers differ (diffrax takes other step
 per NFE as well as per iteration.
 
     pip install ".[bench]"     # jax, equinox, diffrax, optax; without them diffrax is skipped
-    python benchmarks/diffrax_compare.py [--iters 600 --block 50] [--record]
+    python benchmarks/diffrax_compare.py [--iters 600 --block 50] [--modes ...] [--cpp-wrapper]
+        [--record]
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ from odecli.dynamics.models import ODEField  # noqa: E402
 from odecli.numerics import solve  # noqa: E402
 
 RTOL, ATOL, LR, BATCH, WINDOW = 1e-7, 1e-9, 1e-3, 20, 10
-MODES = ("plain", "reference", "fast", "compiled", "direct", "direct-compiled", "diffrax")
+MODES = ("plain", "reference", "fast", "compiled", "direct", "direct-compiled", "diffrax",
+         "floor", "floor-compiled")
 
 
 def windows(n_iters: int, seed: int = 0) -> list[torch.Tensor]:
@@ -96,6 +104,54 @@ class TorchLoop:
     @torch.no_grad()
     def error(self) -> float:
         pred = solve.solve(self.func, self.true_y[0], self.t,
+                           solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL), grad=False)
+        return float(torch.mean(torch.abs(pred - self.true_y)))
+
+
+class FloorLoop:
+    """The floor: 9 fixed dopri5 steps per window (one per output interval), no solver logic,
+    direct backprop; `compiled` makes the whole loss one torch.compile graph."""
+
+    def __init__(self, compiled: bool, t: torch.Tensor, true_y: torch.Tensor,
+                 weights: dict[str, torch.Tensor]) -> None:
+        from torchdiffeq._impl.dopri5 import _DORMAND_PRINCE_SHAMPINE_TABLEAU as tableau
+
+        self.t, self.true_y = t, true_y
+        self.field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
+        self.field.load_state_dict(weights)
+        self.opt = torch.optim.RMSprop(self.field.parameters(), lr=LR)
+        self.beta = [[float(b) for b in row] for row in tableau.beta]
+        self.h = float(t[1] - t[0])
+        self.loss = torch.compile(self._loss, dynamic=False) if compiled else self._loss
+        self.nfe_forward = 0
+
+    def _loss(self, y0: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
+        t0 = self.t[0]
+        y, k1, ys = y0, self.field(t0, y0), [y0]
+        for _ in range(WINDOW - 1):
+            ks = [k1]
+            for row in self.beta:  # stages 2..7; the 7th's input is the new y (FSAL)
+                yi = y
+                for b, k in zip(row, ks, strict=True):
+                    if b:
+                        yi = yi + (self.h * b) * k
+                ks.append(self.field(t0, yi))
+            y, k1 = yi, ks[-1]
+            ys.append(y)
+        return torch.mean(torch.abs(torch.stack(ys) - by))
+
+    def step(self, s: torch.Tensor) -> None:
+        self.opt.zero_grad()
+        by = torch.stack([self.true_y[s + i] for i in range(WINDOW)], dim=0)
+        loss = self.loss(self.true_y[s], by)
+        loss.backward()
+        self.opt.step()
+        self.nfe_forward += 1 + 6 * (WINDOW - 1)
+
+    @torch.no_grad()
+    def error(self) -> float:
+        func = solve.CountingField(self.field)
+        pred = solve.solve(func, self.true_y[0], self.t,
                            solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL), grad=False)
         return float(torch.mean(torch.abs(pred - self.true_y)))
 
@@ -179,8 +235,12 @@ def run(modes: list[str], n_iters: int, block: int) -> list[dict[str, object]]:
     compile_s: dict[str, float] = {}
     for mode in modes:
         t0 = time.perf_counter()
-        loop = DiffraxLoop(t, true_y, weights) if mode == "diffrax" else TorchLoop(
-            mode, t, true_y, weights)
+        if mode == "diffrax":
+            loop = DiffraxLoop(t, true_y, weights)
+        elif mode.startswith("floor"):
+            loop = FloorLoop(mode == "floor-compiled", t, true_y, weights)
+        else:
+            loop = TorchLoop(mode, t, true_y, weights)
         loop.step(batches[0])  # the first step compiles (JAX, torch.compile) or warms up
         compile_s[mode] = time.perf_counter() - t0
         loop.nfe_forward = 0
@@ -224,8 +284,15 @@ def main() -> None:
                         help="iterations per block; the loops alternate block by block")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="loops to compare (see the module docstring)")
+    parser.add_argument("--cpp-wrapper", action="store_true",
+                        help="compile with inductor's C++ wrapper (less per-call overhead, "
+                             "longer compiles) for every compiled loop")
     parser.add_argument("--record", action="store_true", help="append to RESULTS.md")
     args = parser.parse_args()
+    if args.cpp_wrapper:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp_wrapper = True
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     torch.set_num_threads(1)
@@ -250,7 +317,8 @@ def main() -> None:
             import jax
 
             versions = f", jax {jax.__version__}, diffrax {diffrax.__version__}"
-        record("odecli vs JAX/diffrax, ode_demo problem, 1 CPU core", out, versions)
+        wrapper = ", inductor cpp_wrapper" if args.cpp_wrapper else ""
+        record("odecli vs JAX/diffrax, ode_demo problem, 1 CPU core", out, versions + wrapper)
 
 
 if __name__ == "__main__":
