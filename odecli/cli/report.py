@@ -236,7 +236,9 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
+    with warnings.catch_warnings():  # long labels: the tight bounding box of save() fits them
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        fig.tight_layout()
     save(fig, path)
     return path
 
