@@ -229,26 +229,28 @@ def test_yaml_and_schema_hold_the_same_keys_and_the_engine_keys():
                                                                "jacobian": 0.0}
 
 
-CHECKERBOARD = ["data.name=checkerboard", "model.width=128", "train.batch_size=256",
-                "train.niters=4000", "reg.kinetic=0.01", "reg.jacobian=0.01"]
-
-
-def test_the_documented_checkerboard_setting_validates_and_is_documented_alike():
-    """README's checkerboard setting (below the KDE) composes and passes the schema, and
-    README, configs/cnf.yaml and benchmarks/cnf_targets.py name the same overrides."""
+def test_each_density_has_a_preset_and_the_checkerboard_one_is_documented_alike():
+    """cnf_data=NAME picks the density (and, for the checkerboard, the settings measured to
+    beat its KDE); command-line keys still win; README and benchmarks/cnf_targets.py run the
+    same preset."""
     from pathlib import Path
 
-    out = schema.check_cnf(compose(COMMANDS["cnf"], CHECKERBOARD))
-    assert out["model"]["width"] == 128 and out["train"]["niters"] == 4000
-    assert out["reg"] == {"kinetic": 0.01, "jacobian": 0.01}
+    for name in schema.DATASETS:
+        out = schema.check_cnf(compose(COMMANDS["cnf"], [f"cnf_data={name}"]))
+        assert out["data"]["name"] == name
+    plain = schema.check_cnf(compose(COMMANDS["cnf"], []))
+    tuned = schema.check_cnf(compose(COMMANDS["cnf"], ["cnf_data=checkerboard"]))
+    assert plain["data"]["name"] == "8gaussians" and plain["model"]["width"] == 64
+    assert (tuned["model"]["width"], tuned["train"]["batch_size"],
+            tuned["train"]["niters"]) == (128, 256, 4000)
+    assert tuned["reg"] == {"kinetic": 0.01, "jacobian": 0.01}
+    assert tuned["solver"]["compile"] is True and plain["solver"]["compile"] == "auto"
+    mine = schema.check_cnf(compose(COMMANDS["cnf"], ["cnf_data=checkerboard", "model.width=32",
+                                                      "solver.compile=false"]))
+    assert mine["model"]["width"] == 32 and mine["solver"]["compile"] is False
     root = Path(__file__).resolve().parents[1]
-    readme = " ".join((root / "README.md").read_text().split())
-    yaml = " ".join((root / "configs" / "cnf.yaml").read_text().replace("#", " ").split())
-    bench = (root / "benchmarks" / "cnf_targets.py").read_text()
-    assert "odecli cnf " + " ".join(CHECKERBOARD[:4]) + " \\ " + " ".join(
-        CHECKERBOARD[4:]) in readme
-    assert " ".join(CHECKERBOARD) in yaml
-    assert all(f'"{o}"' in bench for o in CHECKERBOARD[1:])
+    assert "odecli cnf cnf_data=checkerboard " in (root / "README.md").read_text()
+    assert '"cnf_data=checkerboard"' in (root / "benchmarks" / "cnf_targets.py").read_text()
 
 
 @pytest.mark.parametrize("override,message", [
@@ -275,13 +277,15 @@ def test_bad_values_are_refused_in_one_line(override, message):
 # ---------------------------------------------------------------------------- end to end
 
 @pytest.mark.parametrize("args", [
-    ["data.name=circles"], ["model.depth=0"], ["reg.jacobian=x"], ["solver=nope"],
-    ["model.nope=1"], ["gradient=adjoint", "gradient.rtol=-1"],
+    ["data.name=checkerboard"], ["model.depth=0"], ["reg.jacobian=x"], ["solver=nope"],
+    ["model.nope=1"], ["gradient=adjoint", "gradient.rtol=-1"], ["cnf_data=swissroll"],
 ])
 def test_every_bad_input_is_one_line_exit_2_and_no_run_folder(cli, outputs, args):
     res = cli("cnf", *SMALL, *args)
-    if args == ["data.name=circles"]:  # the control: a good value runs
-        assert res.exit_code == 0, res.stderr
+    if args == ["data.name=checkerboard"]:  # the control: a good value runs, and is told
+        assert res.exit_code == 0, res.stderr  # that its density has a tuned preset
+        assert ("note: data.name=checkerboard keeps cnf_data=8gaussians's model and training "
+                "settings; cnf_data=checkerboard picks the ones tuned for it") in res.stderr
         return
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()

@@ -117,7 +117,7 @@ _hydra_command("ecg-vae", (
 _hydra_command("cnf", (
     "Continuous normalizing flow on a 2-D toy density, scored against the true density.\n\n"
     "Examples:\n\n"
-    "  odecli cnf data.name=checkerboard\n\n"
+    "  odecli cnf cnf_data=checkerboard   (a density and its tuned settings)\n\n"
     "  odecli cnf reg.kinetic=0.03 reg.jacobian=0.03 model.trace=hutchinson\n\n"
     "Re-score with another solver: odecli eval RUN solver.rtol=1e-6; draw samples: "
     "odecli sample RUN --n 1000 --out samples.npy\n\n"

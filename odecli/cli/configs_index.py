@@ -16,11 +16,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "train": ("system", "model", "solver", "gradient", "device", "experiment", "logger"),
     "spiral_vae": ("solver", "gradient", "device", "logger"),
     "ecg_vae": ("solver", "gradient", "device", "logger"),
-    "cnf": ("solver", "gradient", "device", "logger"),
+    "cnf": ("cnf_data", "solver", "gradient", "device", "logger"),
     "classify": ("classify_data", "classify_model", "solver", "gradient", "device", "logger"),
 }
 LISTED = ("system", "model", "solver", "gradient", "device", "experiment", "logger",
-          "classify_data", "classify_model")
+          "classify_data", "classify_model", "cnf_data")
 
 
 def config_dir() -> Path:
@@ -65,6 +65,13 @@ def describe_groups(root: Path, only: str | None = None) -> str:
         lines.append(f"{group}:")
         lines.extend(f"  {name:<{width}}  {desc}" for name, desc in opts)
         lines.append("")
-    lines.append("Use as `odecli train GROUP=OPTION key=value ...`; `odecli train --cfg job "
-                 "GROUP=OPTION` shows the composed config.")
+    users = sorted({cmd.replace("_", "-") for cmd, used in GROUPS.items()
+                    for g in groups if g in used})
+    command = users[0] if len(users) == 1 else "COMMAND"
+    lines.append(f"Use as `odecli {command} GROUP=OPTION key=value ...`; `odecli {command} "
+                 "--cfg job GROUP=OPTION` shows the composed config.")
+    if command == "COMMAND" and only is None:
+        lines.append("Groups by command: " + "; ".join(
+            f"{cmd.replace('_', '-')}: {', '.join(g for g in used if g in groups)}"
+            for cmd, used in GROUPS.items()))
     return "\n".join(lines)
