@@ -15,7 +15,7 @@ pinned to one CPU core and each library told to use one thread. Loops:
              RecursiveCheckpointAdjoint, optax RMSprop matched to torch's, the whole step
              under eqx.filter_jit
   floor      not a solver: PyTorch's floor on this work. Each window is 9 fixed dopri5 steps,
-             one per output interval (55 evaluations, about the adaptive solve's 52), with no
+             one per output interval (55 evaluations, about the adaptive solve's 50), with no
              error estimate, step-size control or interpolation, direct backprop; what is left
              is the field's arithmetic and the stage sums
   floor-compiled  the same, the whole loss (all 9 steps) one torch.compile graph, its backward

@@ -253,6 +253,35 @@ def test_each_density_has_a_preset_and_the_checkerboard_one_is_documented_alike(
     assert '"cnf_data=checkerboard"' in (root / "benchmarks" / "cnf_targets.py").read_text()
 
 
+@pytest.mark.parametrize("overrides,expected", [
+    (["data.name=checkerboard"], "data.name=checkerboard runs with cnf_data=8gaussians's "
+     "settings for every key the command line does not set; cnf_data=checkerboard picks the "
+     "ones tuned for checkerboard"),
+    # the preset's keys all given on the command line: nothing left to say
+    (["data.name=checkerboard", "model.width=128", "train.batch_size=256", "train.niters=4000",
+      "reg.kinetic=0.01", "reg.jacobian=0.01", "solver.compile=true"], None),
+    # a tuned option, another density: its settings stay in force
+    (["cnf_data=checkerboard", "data.name=moons"], "data.name=moons runs with "
+     "cnf_data=checkerboard's settings for every key the command line does not set"),
+    (["cnf_data=checkerboard", "data.name=moons", "model.width=64", "train.batch_size=512",
+      "train.niters=2000", "reg.kinetic=0", "reg.jacobian=0", "solver.compile=auto"], None),
+    (["data.name=moons"], None),                       # neither option is tuned
+    (["cnf_data=checkerboard"], None),                  # no dataset key given
+    (["cnf_data=checkerboard", "data.name=checkerboard"], None),
+])
+def test_a_dataset_key_beside_a_preset_is_told_whose_settings_it_runs(overrides, expected):
+    from odecli.cli import presets
+
+    composed = compose(COMMANDS["cnf"], overrides, with_hydra=True)
+    assert presets.note("cnf", composed, overrides) == expected
+    assert presets.note("train", composed, overrides) is None
+    assert presets.preset_keys("cnf_data", "checkerboard") == {
+        "data.name", "model.width", "train.batch_size", "train.niters", "reg.kinetic",
+        "reg.jacobian", "solver.compile"}
+    assert presets.preset_keys("cnf_data", "moons") == {"data.name"}
+    assert presets.preset_keys("cnf_data", "swissroll") == set()
+
+
 @pytest.mark.parametrize("override,message", [
     ("data.name=swissroll", "unknown data.name 'swissroll'; choose one of: 8gaussians,"),
     ("data.n_train=1", "data.n_train must be an integer >= 2, got 1"),
@@ -284,8 +313,9 @@ def test_every_bad_input_is_one_line_exit_2_and_no_run_folder(cli, outputs, args
     res = cli("cnf", *SMALL, *args)
     if args == ["data.name=checkerboard"]:  # the control: a good value runs, and is told
         assert res.exit_code == 0, res.stderr  # that its density has a tuned preset
-        assert ("note: data.name=checkerboard keeps cnf_data=8gaussians's model and training "
-                "settings; cnf_data=checkerboard picks the ones tuned for it") in res.stderr
+        assert ("note: data.name=checkerboard runs with cnf_data=8gaussians's settings for "
+                "every key the command line does not set; cnf_data=checkerboard picks the ones "
+                "tuned for checkerboard") in res.stderr
         return
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
@@ -400,3 +430,16 @@ def test_resume_continues_bit_exact(cli, outputs, tmp_path):
     wb = torch.load(b / "checkpoint.pt", weights_only=True)["modules"]["field"]
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
     assert read_metrics(a)["test_nll"] == read_metrics(b)["test_nll"]
+
+
+def test_a_resumed_run_can_be_sampled(cli, outputs, tmp_path):
+    # the stored config of a resumed run holds resume=RUN, which sampling drops again
+    assert cli("cnf", *SMALL, "plots.enabled=false").exit_code == 0
+    (run,) = run_dirs(outputs, "cnf")
+    res = cli("cnf", *SMALL, "plots.enabled=false", "train.niters=8", f"resume={run}")
+    assert res.exit_code == 0, res.stderr
+    assert read_metrics(run)["iterations"] == 8
+    res = cli("sample", str(run), "--n", "20", "--out", str(tmp_path / "s.npy"))
+    assert res.exit_code == 0, res.stderr
+    assert np.load(tmp_path / "s.npy").shape == (20, 2)
+

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odecli.cli import claims
+from odecli.cli import claims, presets
 from odecli.cli import overrides as ov
 from odecli.cli.configs_index import config_dir
 from odecli.cli.run_folders import stored_command
@@ -34,7 +34,7 @@ from odecli.cli.sweeps import (
     thread_share,
     worst_value,
 )
-from odecli.engine.rundir import outputs_root
+from odecli.engine.rundir import notice, outputs_root
 from odecli.errors import ConfigError, Interrupted, OdecliError
 
 log = logging.getLogger("odecli")
@@ -286,6 +286,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     if not showing:
         jobs = sweep_jobs(args) if multirun else [args]
         composed = None
+        notes: list[str] = []
         for i, job in enumerate(jobs):
             try:
                 composed = validate(cmd, job)
@@ -294,6 +295,11 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                     raise
                 swept = " ".join(o for o in job if o not in args)
                 raise type(exc)(f"sweep job {i} ({swept}): {exc}") from None
+            told = presets.note(cmd_name, composed, job)
+            if told and told not in notes:
+                notes.append(told)
+        for told in notes:
+            notice(log, told)
         check_writable(args, multirun)  # after validating: bad input creates no folder
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         if resume_dir is not None:

@@ -16,10 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from odecli.cli.configs_index import config_dir
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment
 from odecli.flows import toy
@@ -53,12 +51,6 @@ class CNFExperiment(Experiment):
         s = self.settings
         self.data = toy.make_data(s["data"], self.seed)
         self.name = self.data.name
-        preset = (HydraConfig.get().runtime.choices.get("cnf_data")
-                  if HydraConfig.initialized() else None)
-        if preset is not None and preset != self.name and _tuned(self.name):
-            rundir.notice(log, f"data.name={self.name} keeps cnf_data={preset}'s model and "
-                               f"training settings; cnf_data={self.name} picks the ones "
-                               "tuned for it")
         m = s["model"]
         self.T = m["time_length"]
         self.field = Field(2, m["width"], m["depth"], m["activation"], m["time_input"]).to(
@@ -204,9 +196,3 @@ class CNFExperiment(Experiment):
                          self.name)
         if gif:
             plots.flow_gif(run_dir / "flow.gif", path, times, extent, self.name)
-
-
-def _tuned(name: str) -> bool:
-    """Whether configs/cnf_data/NAME.yaml sets more than data.name (a tuned preset)."""
-    path = config_dir() / "cnf_data" / f"{name}.yaml"
-    return path.exists() and set(OmegaConf.load(path)) != {"data"}

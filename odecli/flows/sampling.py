@@ -61,7 +61,8 @@ def sample_run(run: str, n: int, out: str, seed: int, overrides: list[str]) -> P
         cfg.pop("hydra", None)
     exp = bridge.load(cmd.experiment)(cfg, run_dir)
     checkpoint.check_compatible(state["config"], OmegaConf.to_container(cfg, resolve=True),
-                                f"checkpoint {run_dir}", SAMPLE_KEYS + ("plots", "quiet"))
+                                f"checkpoint {run_dir}",
+                                SAMPLE_KEYS + ("plots", "quiet", "resume"))  # resume: a resumed run
     checkpoint.load_modules(exp.modules(), state.get("best") or state["modules"], run_dir)
     points = exp.sample(n, seed)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")

@@ -1,0 +1,63 @@
+"""Preset groups: a config group whose options each name a dataset (and may carry the
+settings tuned for it), while a plain key can still pick the dataset on its own.
+
+`odecli cnf cnf_data=checkerboard` sets `data.name` and the model and training settings
+measured for the checkerboard; `odecli cnf data.name=checkerboard` keeps the default option's
+settings. Both are legitimate, so nothing is refused; the run is told which settings it got
+when a preset is in play (the chosen option's, or the named dataset's), unless the command
+line already sets every key those presets set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odecli.cli import overrides as ov
+from odecli.cli.configs_index import config_dir
+
+# command -> (preset group, the key each of its options sets to the option's name)
+PRESETS: dict[str, tuple[str, str]] = {"cnf": ("cnf_data", "data.name")}
+
+
+def preset_keys(group: str, option: str) -> set[str]:
+    """Dotted keys that configs/GROUP/OPTION.yaml (a `_global_` file) sets; empty where the
+    option does not exist."""
+    from omegaconf import OmegaConf
+
+    path = config_dir() / group / f"{option}.yaml"
+    if not path.exists():
+        return set()
+
+    def leaves(node: Any, prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for k, v in node.items():
+            out |= leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+        return out
+
+    return leaves(OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def note(command: str, composed: Any, overrides: list[str]) -> str | None:
+    """What to tell a job whose dataset key was set on the command line to another dataset
+    than its preset option's, or None."""
+    if command not in PRESETS:
+        return None
+    group, key = PRESETS[command]
+    given = {ov.key(o).lstrip("+~") for o in overrides if "=" in o}
+    if key not in given:
+        return None
+    from omegaconf import OmegaConf
+
+    choice = composed.hydra.runtime.choices.get(group)
+    name = OmegaConf.select(composed, key)
+    if choice is None or name == choice:
+        return None
+    kept = preset_keys(group, str(choice)) - {key} - given      # the option's, still in force
+    tuned = preset_keys(group, str(name)) - {key} - given       # the dataset's, not applied
+    if not kept and not tuned:
+        return None
+    text = (f"{key}={name} runs with {group}={choice}'s settings for every key the command "
+            "line does not set")
+    if tuned:
+        text += f"; {group}={name} picks the ones tuned for {name}"
+    return text
