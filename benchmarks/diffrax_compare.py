@@ -65,10 +65,22 @@ def windows(n_iters: int, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(0, 1000 - WINDOW + 1, (BATCH,), generator=g) for _ in range(n_iters)]
 
 
+def new_field() -> ODEField:
+    """ode_demo's 2-50-2 tanh field on y**3."""
+    return ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
+
+
 def initial_weights(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
-    return {k: v.clone() for k, v in field.state_dict().items()}
+    return {k: v.clone() for k, v in new_field().state_dict().items()}
+
+
+def field_and_optimiser(weights: dict[str, torch.Tensor]
+                        ) -> tuple[ODEField, torch.optim.Optimizer]:
+    """The field with these weights and its RMSprop, as every torch loop here starts."""
+    field = new_field()
+    field.load_state_dict(weights)
+    return field, torch.optim.RMSprop(field.parameters(), lr=LR)
 
 
 class TorchLoop:
@@ -77,10 +89,8 @@ class TorchLoop:
     def __init__(self, mode: str, t: torch.Tensor, true_y: torch.Tensor,
                  weights: dict[str, torch.Tensor]) -> None:
         self.mode, self.t, self.true_y = mode, t, true_y
-        self.field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
-        self.field.load_state_dict(weights)
+        self.field, self.opt = field_and_optimiser(weights)
         self.func = solve.CountingField(self.field)
-        self.opt = torch.optim.RMSprop(self.field.parameters(), lr=LR)
         self.spec = solve.SolverSpec(
             method="dopri5", rtol=RTOL, atol=ATOL,
             gradient="direct" if mode.startswith("direct") else "checkpoint",
@@ -117,9 +127,7 @@ class FloorLoop:
         from torchdiffeq._impl.dopri5 import _DORMAND_PRINCE_SHAMPINE_TABLEAU as tableau
 
         self.t, self.true_y = t, true_y
-        self.field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
-        self.field.load_state_dict(weights)
-        self.opt = torch.optim.RMSprop(self.field.parameters(), lr=LR)
+        self.field, self.opt = field_and_optimiser(weights)
         self.beta = [[float(b) for b in row] for row in tableau.beta]
         self.h = float(t[1] - t[0])
         self.loss = torch.compile(self._loss, dynamic=False) if compiled else self._loss

@@ -35,8 +35,6 @@ from plain_loop import spiral_truth  # noqa: E402
 from speed import record  # noqa: E402
 from torchdiffeq import odeint  # noqa: E402
 
-from odecli.dynamics.models import ODEField  # noqa: E402
-
 RTOL, ATOL, WINDOW = dc.RTOL, dc.ATOL, dc.WINDOW
 
 
@@ -49,9 +47,7 @@ class WholeLoop:
         from torchdiffeq._impl.dopri5 import DPS_C_MID
 
         self.t, self.true_y, self.attempts = t, true_y, attempts
-        self.field = ODEField(2, [50], "tanh", input_power=3, init="seed", init_std=0.1)
-        self.field.load_state_dict(weights)
-        self.opt = torch.optim.RMSprop(self.field.parameters(), lr=dc.LR)
+        self.field, self.opt = dc.field_and_optimiser(weights)
         self.alpha = [float(a) for a in tab.alpha]
         self.beta = [[float(b) for b in row] for row in tab.beta]
         self.c_error = [float(c) for c in tab.c_error]
