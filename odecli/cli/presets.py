@@ -24,17 +24,12 @@ def preset_keys(group: str, option: str) -> set[str]:
     option does not exist."""
     from omegaconf import OmegaConf
 
+    from odecli.engine.checkpoint import flatten  # (torch: not on odecli --help's path)
+
     path = config_dir() / group / f"{option}.yaml"
     if not path.exists():
         return set()
-
-    def leaves(node: Any, prefix: str = "") -> set[str]:
-        out: set[str] = set()
-        for k, v in node.items():
-            out |= leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
-        return out
-
-    return leaves(OmegaConf.to_container(OmegaConf.load(path)))
+    return set(flatten(OmegaConf.to_container(OmegaConf.load(path))))
 
 
 def note(command: str, composed: Any, overrides: list[str]) -> str | None:
@@ -43,7 +38,7 @@ def note(command: str, composed: Any, overrides: list[str]) -> str | None:
     if command not in PRESETS:
         return None
     group, key = PRESETS[command]
-    given = {ov.key(o).lstrip("+~") for o in overrides if "=" in o}
+    given = ov.keys([o for o in overrides if "=" in o])  # (not `~key` deletions)
     if key not in given:
         return None
     from omegaconf import OmegaConf

@@ -117,10 +117,14 @@ class SolverSpec:
         if self.compile == "auto":
             self.compile = self.fast and iterations >= rk.COMPILE_BREAK_EVEN
         elif self.compile is True and not self.on_fast_loop():
-            why = ("solver.fast=false" if not self.fast else
-                   f"gradient={self.gradient}" if self.gradient == "adjoint" else
-                   f"{self.method} runs on torchdiffeq's loop" if self.method not in rk.METHODS
-                   else f"{self.method} with these options runs on torchdiffeq's loop")
+            if not self.fast:
+                why = "solver.fast=false"
+            elif self.gradient == "adjoint":
+                why = "gradient=adjoint"
+            elif self.method not in rk.METHODS:
+                why = f"{self.method} runs on torchdiffeq's loop"
+            else:
+                why = f"{self.method} with these options runs on torchdiffeq's loop"
             text = f"solver.compile=true has no effect here ({why}): it compiles the fast loop"
             self.notice = f"{self.notice}; {text}" if self.notice else text
 
