@@ -12,7 +12,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 from odecli.errors import ConfigError, SolverError
-from odecli.numerics import aca, rk, solve
+from odecli.numerics import aca, rk, rk_step, solve
 
 TOL = {"rtol": 1e-6, "atol": 1e-8}
 
@@ -177,7 +177,7 @@ def test_a_stop_request_abandons_the_solve_within_a_step():
 def test_interpolant_matrix_reproduces_torchdiffeqs_fit():
     from torchdiffeq._impl.interp import _interp_evaluate, _interp_fit
 
-    tab = rk.tableau("dopri5")
+    tab = rk_step.tableau("dopri5")
     g = torch.Generator().manual_seed(1)
     y0 = torch.randn(4, dtype=torch.float64, generator=g)
     ks = [torch.randn(4, dtype=torch.float64, generator=g) for _ in range(7)]
@@ -186,7 +186,7 @@ def test_interpolant_matrix_reproduces_torchdiffeqs_fit():
     ym = y0 + h * sum(m * k for m, k in zip(tab.mid, ks, strict=True))
     coeffs = _interp_fit(y0, y1, ym, ks[0], ks[-1], torch.tensor(h, dtype=torch.float64))
     ts = [1.0, 1.1, 1.25, 1.3]
-    out = rk.interpolate(tab, y0, ks, 1.0, h, ts)
+    out = rk_step.interpolate(tab, y0, ks, 1.0, h, ts)
     for row, s in zip(out, ts, strict=True):
         ref = _interp_evaluate(coeffs, torch.tensor(1.0, dtype=torch.float64),
                                torch.tensor(1.0 + h, dtype=torch.float64),
