@@ -83,9 +83,9 @@ def timed(step: Callable[[], object], iters: int) -> float:
 def trainer(*overrides: str, run_dir: Path | None = None):
     from hydra import compose, initialize_config_dir
 
-    from odecli.cli.configs_index import config_dir
     from odecli.dynamics.experiment import DynamicsExperiment
     from odecli.engine.loop import Engine
+    from odecli.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["quiet=true", *overrides])

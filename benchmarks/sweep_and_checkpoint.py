@@ -48,9 +48,9 @@ def sweep(niters: int) -> dict[str, float]:
 def checkpoint(model: str, steps: int, saves: int, every: int) -> float:
     from omegaconf import OmegaConf
 
-    from odecli.cli.bridge import COMMANDS, compose
     from odecli.dynamics.experiment import DynamicsExperiment
     from odecli.engine.loop import Engine
+    from odecli.launch.bridge import COMMANDS, compose
     from odecli.numerics import device
 
     device.quiet_warnings()

@@ -392,7 +392,7 @@ class Tagged(Field):
 def _load_yaml(relative: str) -> Any:
     from omegaconf import OmegaConf
 
-    from odecli.cli.configs_index import config_dir
+    from odecli.paths import config_dir
 
     return OmegaConf.to_container(OmegaConf.load(config_dir() / relative), resolve=False)
 

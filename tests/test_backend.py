@@ -14,9 +14,9 @@ import torchdiffeq._impl.interp as tdq_interp
 import torchdiffeq._impl.solvers as tdq_solvers
 from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
 
-from odecli.cli.configs_index import config_dir
 from odecli.errors import OdecliError
 from odecli.numerics import aca, backend, solve
+from odecli.paths import config_dir
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 
-from odecli.cli import claims
 from odecli.errors import OdecliError
+from odecli.launch import claims
 
 
 def _metrics(run: Path) -> dict:

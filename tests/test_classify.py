@@ -17,12 +17,13 @@ from odecli.classify import data as data_mod
 from odecli.classify import dial as dial_mod
 from odecli.classify import schema
 from odecli.classify.models import Classifier, n_params
-from odecli.cli.bridge import COMMANDS, compose
-from odecli.cli.configs_index import config_dir, options
+from odecli.cli.configs_index import options
 from odecli.engine import schema as engine
 from odecli.errors import ConfigError, OdecliError
 from odecli.fields import Schema, Tagged
+from odecli.launch.bridge import COMMANDS, compose
 from odecli.numerics.solve import SolverSpec
+from odecli.paths import config_dir
 
 # A small, quick run: 150 images, a width-8 field, two dial tolerances and two fixed steps.
 QUICK = ["data.limit=150", "model.width=8", "train.niters=4", "train.test_freq=2",

@@ -8,7 +8,8 @@ import pytest
 from conftest import FAST, read_metrics, run_dirs
 from PIL import Image
 
-from odecli.cli.configs_index import config_dir, options
+from odecli.cli.configs_index import options
+from odecli.paths import config_dir
 
 SYSTEMS = [n for n, _ in options(config_dir(), "system")]
 METRIC_KEYS = {

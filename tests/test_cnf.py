@@ -14,7 +14,6 @@ import torch
 from conftest import read_metrics, run_dirs
 from torch import nn
 
-from odecli.cli.bridge import COMMANDS, compose, validate
 from odecli.engine import schema as engine
 from odecli.errors import ConfigError
 from odecli.flows import schema, toy
@@ -27,6 +26,7 @@ from odecli.flows.model import (
     log_likelihood,
     sample_noise,
 )
+from odecli.launch.bridge import COMMANDS, compose, validate
 from odecli.numerics.solve import CountingField, SolverSpec
 
 TIGHT = SolverSpec(method="dopri5", rtol=1e-9, atol=1e-9, gradient="direct")
@@ -270,7 +270,7 @@ def test_each_density_has_a_preset_and_the_checkerboard_one_is_documented_alike(
     (["cnf_data=checkerboard", "data.name=checkerboard"], None),
 ])
 def test_a_dataset_key_beside_a_preset_is_told_whose_settings_it_runs(overrides, expected):
-    from odecli.cli import presets
+    from odecli.launch import presets
 
     composed = compose(COMMANDS["cnf"], overrides, with_hydra=True)
     assert presets.note("cnf", composed, overrides) == expected

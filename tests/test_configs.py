@@ -6,10 +6,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from odecli.cli.configs_index import config_dir, options
+from odecli.cli.configs_index import options
 from odecli.dynamics.experiment import DynamicsExperiment
 from odecli.errors import ConfigError
 from odecli.numerics.solve import ADAPTIVE, METHODS
+from odecli.paths import config_dir
 
 ROOT = config_dir()
 

@@ -23,13 +23,13 @@ from test_latent import TINY_ECG, TINY_SPIRAL, compose_cfg
 from test_training import make, trainer
 
 from odecli.classify.experiment import ClassifyExperiment
-from odecli.cli.bridge import COMMANDS, compose
-from odecli.cli.configs_index import config_dir
 from odecli.engine import loop
 from odecli.flows.experiment import CNFExperiment
 from odecli.latent.ecg_experiment import EcgVAE
 from odecli.latent.spiral_experiment import SpiralVAE
+from odecli.launch.bridge import COMMANDS, compose
 from odecli.numerics import device
+from odecli.paths import config_dir
 
 SYSTEMS = sorted(p.stem for p in (config_dir() / "system").glob("*.yaml"))
 GRADIENTS = sorted(p.stem for p in (config_dir() / "gradient").glob("*.yaml"))

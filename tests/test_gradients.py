@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torchdiffeq import odeint
 
-from odecli.cli.configs_index import config_dir
 from odecli.numerics import aca, solve
+from odecli.paths import config_dir
 
 
 class Field(nn.Module):

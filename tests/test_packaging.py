@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-from odecli.cli.configs_index import config_dir
+from odecli.paths import config_dir
 
 
 def test_wheel_contains_every_config_file(tmp_path: Path):

@@ -54,9 +54,9 @@ def test_resume_after_a_checkpoint_is_bit_identical(cli, outputs):
 def test_checkpoint_every_writes_intermediate_checkpoints(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from odecli.cli.bridge import COMMANDS, compose
     from odecli.dynamics.experiment import DynamicsExperiment
     from odecli.engine.loop import Engine
+    from odecli.launch.bridge import COMMANDS, compose
 
     cfg = compose(COMMANDS["train"], [*QUICK, "train.niters=6", "train.checkpoint_every=2"])
     OmegaConf.set_struct(cfg, False)

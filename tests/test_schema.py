@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from odecli.classify import schema as cls
-from odecli.cli.bridge import COMMANDS, compose
-from odecli.cli.configs_index import config_dir, options
+from odecli.cli.configs_index import options
 from odecli.dynamics import models, systems
 from odecli.dynamics import schema as dyn
 from odecli.engine import schema as engine
@@ -30,8 +29,10 @@ from odecli.fields import (
 )
 from odecli.flows import schema as flw
 from odecli.latent import schema as lat
+from odecli.launch.bridge import COMMANDS, compose
 from odecli.numerics import device, solve
 from odecli.numerics import schema as num
+from odecli.paths import config_dir
 
 ROOT = config_dir()
 CHECKS = {"train": dyn.check_train, "spiral-vae": lat.check_spiral_vae,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, read_metrics
 
-from odecli.cli.sweeps import claim_dir, sweep_jobs, thread_share
+from odecli.launch.sweeps import claim_dir, sweep_jobs, thread_share
 
 QUICK = ["train.niters=4", "train.test_freq=2", "gradient=direct", "quiet=true",
          "plots.enabled=false", "system.data_size=60"]

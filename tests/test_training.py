@@ -9,11 +9,11 @@ import torch
 from conftest import FAST, read_metrics, run_dirs
 from hydra import compose, initialize_config_dir
 
-from odecli.cli.configs_index import config_dir
 from odecli.dynamics import data, systems
 from odecli.dynamics.experiment import DynamicsExperiment
 from odecli.engine.loop import Engine
 from odecli.numerics import solve
+from odecli.paths import config_dir
 
 
 def trainer(cfg, run_dir: Path) -> Engine:

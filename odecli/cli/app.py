@@ -39,7 +39,7 @@ def _fail(message: str, code: int = 2) -> None:
 def _run_command(name: str, overrides: list[str] | None, multirun: bool, cfg: str | None,
                  package: str | None, resolve: bool, info: str | None,
                  overwrite: bool = False) -> None:
-    from odecli.cli import bridge as hydra_bridge
+    from odecli.launch import bridge as hydra_bridge
 
     if cfg is not None and cfg not in ("job", "hydra", "all"):
         _fail(f"--cfg takes job, hydra or all, got '{cfg}'")
@@ -179,8 +179,8 @@ def eval_cmd(
     out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/."),
 ) -> None:
     def work() -> None:
-        from odecli.cli.bridge import SUMMARY_KEYS
         from odecli.cli.evaluate import evaluate_run
+        from odecli.launch.bridge import SUMMARY_KEYS
 
         result, out_dir = evaluate_run(run, list(overrides or []), out)
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in (*SUMMARY_KEYS, "nfe_eval")
@@ -219,7 +219,7 @@ def list_configs(
     group: str = typer.Argument(None, help="Show only this group (system, model, ...)."),
 ) -> None:
     """List every config group with its options and what each one is."""
-    from odecli.cli.configs_index import config_dir
+    from odecli.paths import config_dir
 
     try:
         text = describe_groups(config_dir(), group)

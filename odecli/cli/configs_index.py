@@ -6,10 +6,7 @@ they stay fast (no torch import on those paths).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-
-from odecli.errors import OdecliError
 
 # Config groups each primary config composes (shown in --help).
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -23,17 +20,6 @@ LISTED = ("system", "model", "solver", "gradient", "device", "experiment", "logg
           "classify_data", "classify_model", "cnf_data")
 
 
-def config_dir() -> Path:
-    """The configs/ tree: packaged as `odecli.configs`, or beside the package in a checkout."""
-    spec = importlib.util.find_spec("odecli.configs")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            if (Path(location) / "train.yaml").exists():
-                return Path(location)
-    here = Path(__file__).resolve().parents[2] / "configs"
-    if (here / "train.yaml").exists():
-        return here
-    raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")
 
 
 def description(path: Path) -> str:

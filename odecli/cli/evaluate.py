@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from odecli.cli import overrides as ov
 from odecli.errors import OdecliError, RunFailed, SolverError
+from odecli.launch import overrides as ov
 
 # What an evaluation may change: how the trained model is integrated and where, not the model.
 EVAL_KEYS = ("solver", "gradient", "system.extrapolate", "device", "plots", "resume", "quiet",
@@ -28,9 +28,9 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
     """Reload the run's checkpoint, test it, write eval.json and figures."""
     from omegaconf import open_dict
 
-    from odecli.cli import bridge, sweeps
-    from odecli.cli import resume as resume_mod
     from odecli.engine import checkpoint, rundir
+    from odecli.launch import bridge, sweeps
+    from odecli.launch import resume as resume_mod
     from odecli.numerics import device as device_mod
 
     run_dir = resume_mod.run_folder(path)

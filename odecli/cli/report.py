@@ -3,7 +3,7 @@
 Columns are the run, its system (dataset), the overrides that differ between the runs (a run
 that did not override a key shows its config's value, or its group choice), then status, the
 failure or interruption reason and the metrics. Reading the folders (in one vocabulary, old
-ones through ALIASES) is odecli.cli.run_folders. No torch import.
+ones through ALIASES) is odecli.launch.run_folders. No torch import.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from odecli.cli.run_folders import (
+from odecli.engine import rundir as runs
+from odecli.engine.figures import pyplot, save
+from odecli.errors import OdecliError
+from odecli.launch.run_folders import (
     Run,
     find_runs,
     load_run,
@@ -25,9 +28,6 @@ from odecli.cli.run_folders import (
     number,
     read_yaml,
 )
-from odecli.engine import rundir as runs
-from odecli.engine.figures import pyplot, save
-from odecli.errors import OdecliError
 
 SYSTEM = "system"
 # Metric columns, in table order; ALWAYS are shown for every report, the rest when some run

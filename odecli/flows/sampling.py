@@ -36,10 +36,10 @@ def sample_run(run: str, n: int, out: str, seed: int, overrides: list[str]) -> P
     """Write n model samples of a `cnf` run to `out` (.npy array (n, 2), or .csv x,y)."""
     from omegaconf import OmegaConf, open_dict
 
-    from odecli.cli import bridge
-    from odecli.cli import overrides as ov
-    from odecli.cli import resume as resume_mod
     from odecli.engine import checkpoint, rundir
+    from odecli.launch import bridge
+    from odecli.launch import overrides as ov
+    from odecli.launch import resume as resume_mod
 
     path = check_request(n, out)
     if seed < 0:

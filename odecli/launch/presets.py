@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from odecli.cli import overrides as ov
-from odecli.cli.configs_index import config_dir
+from odecli.launch import overrides as ov
+from odecli.paths import config_dir
 
 # command -> (preset group, the key each of its options sets to the option's name)
 PRESETS: dict[str, tuple[str, str]] = {"cnf": ("cnf_data", "data.name")}

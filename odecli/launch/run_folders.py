@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odecli.cli import overrides
 from odecli.engine import rundir as runs
 from odecli.errors import OdecliError
+from odecli.launch import overrides
 
 # Old name -> current name, per file. Folders written before the three commands shared one
 # training engine use the old names; a current name wins where a file has both.

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from odecli.cli.overrides import hydra_message
 from odecli.errors import OdecliError
+from odecli.launch.overrides import hydra_message
 
 
 def thread_share(launcher: Any) -> int | None:

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from odecli.cli.overrides import key, quote, value
 from odecli.engine.rundir import CHECKPOINT
 from odecli.errors import CheckpointError, OdecliError
+from odecli.launch.overrides import key, quote, value
 
 
 def target(overrides: list[str]) -> str | None:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odecli.cli import claims, presets
-from odecli.cli import overrides as ov
-from odecli.cli.configs_index import config_dir
-from odecli.cli.run_folders import stored_command
-from odecli.cli.sweeps import (
+from odecli.engine.rundir import notice, outputs_root
+from odecli.errors import ConfigError, Interrupted, OdecliError
+from odecli.launch import claims, presets
+from odecli.launch import overrides as ov
+from odecli.launch.run_folders import stored_command
+from odecli.launch.sweeps import (
     MultirunFailed,
     _SweepRecorder,
     claim_dir,
@@ -34,8 +35,7 @@ from odecli.cli.sweeps import (
     thread_share,
     worst_value,
 )
-from odecli.engine.rundir import notice, outputs_root
-from odecli.errors import ConfigError, Interrupted, OdecliError
+from odecli.paths import config_dir
 
 log = logging.getLogger("odecli")
 
@@ -100,7 +100,7 @@ def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
         "hydra.sweep.subdir": "${hydra.job.num}",
         "hydra.job.chdir": "false",
         "hydra.job.name": cmd.name.replace("-", "_"),
-        "+hydra.callbacks.odecli_sweep._target_": "odecli.cli.sweeps.SweepDirCallback",
+        "+hydra.callbacks.odecli_sweep._target_": "odecli.launch.sweeps.SweepDirCallback",
     }
     given = ov.keys(user)
     return [f"{k}={v}" for k, v in wanted.items() if k.lstrip("+") not in given]
@@ -254,13 +254,13 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
 
     Before Hydra runs, every job's config is validated (bad input writes nothing), `resume=`
     is turned into a run in the stored folder, and the run's folder (or the sweep's) is
-    claimed for the whole command (odecli.cli.claims): a folder that holds a run is refused
+    claimed for the whole command (odecli.launch.claims): a folder that holds a run is refused
     unless resumed or `overwrite` moves it aside, and no two processes share one.
     """
     from hydra import version as hydra_version
     from hydra._internal.utils import _run_hydra, get_args_parser
 
-    from odecli.cli import resume as resume_mod
+    from odecli.launch import resume as resume_mod
 
     cmd = COMMANDS[cmd_name]
     if multirun and (cfg or info):

@@ -1,0 +1,21 @@
+"""Where odecli's config tree lives, found without importing Hydra or torch."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from odecli.errors import OdecliError
+
+
+def config_dir() -> Path:
+    """The configs/ tree: packaged as `odecli.configs`, or beside the package in a checkout."""
+    spec = importlib.util.find_spec("odecli.configs")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if (Path(location) / "train.yaml").exists():
+                return Path(location)
+    here = Path(__file__).resolve().parents[1] / "configs"
+    if (here / "train.yaml").exists():
+        return here
+    raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")
