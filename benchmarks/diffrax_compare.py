@@ -114,7 +114,8 @@ class TorchLoop:
     @torch.no_grad()
     def error(self) -> float:
         pred = solve.solve(self.func, self.true_y[0], self.t,
-                           solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL), grad=False)
+                           solve.SolverSpec("dopri5", "checkpoint", rtol=RTOL, atol=ATOL),
+                           grad=False)
         return float(torch.mean(torch.abs(pred - self.true_y)))
 
 
@@ -160,7 +161,8 @@ class FloorLoop:
     def error(self) -> float:
         func = solve.CountingField(self.field)
         pred = solve.solve(func, self.true_y[0], self.t,
-                           solve.SolverSpec(method="dopri5", rtol=RTOL, atol=ATOL), grad=False)
+                           solve.SolverSpec("dopri5", "checkpoint", rtol=RTOL, atol=ATOL),
+                           grad=False)
         return float(torch.mean(torch.abs(pred - self.true_y)))
 
 

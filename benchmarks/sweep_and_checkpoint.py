@@ -50,8 +50,9 @@ def checkpoint(model: str, steps: int, saves: int, every: int) -> float:
 
     from odecli.dynamics.experiment import DynamicsExperiment
     from odecli.engine.loop import Engine
-    from odecli.launch.bridge import COMMANDS, compose
+    from odecli.launch.bridge import compose
     from odecli.numerics import device
+    from odecli.registry import COMMANDS
 
     device.quiet_warnings()
     cfg = compose(COMMANDS["train"], [f"model={model}", f"train.niters={steps}", "quiet=true"])

@@ -15,7 +15,7 @@ import torchdiffeq._impl.solvers as tdq_solvers
 from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ_SOLVERS
 
 from odecli.errors import OdecliError
-from odecli.numerics import aca, backend, solve
+from odecli.numerics import aca, backend, methods, solve
 from odecli.paths import config_dir
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -23,15 +23,15 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 def test_solver_configs_are_exactly_odecli_methods():
     configs = sorted(p.stem for p in (config_dir() / "solver").glob("*.yaml"))
-    assert configs == sorted(backend.METHODS)
-    assert len(backend.METHODS) == 14 == len(set(backend.METHODS))
-    assert solve.METHODS is backend.METHODS
-    assert list(backend.SOLVERS) == list(backend.METHODS)
+    assert configs == sorted(methods.METHODS)
+    assert len(methods.METHODS) == 14 == len(set(methods.METHODS))
+    assert solve.METHODS is methods.METHODS is backend.METHODS
+    assert list(backend.SOLVERS) == list(methods.METHODS)
 
 
 def test_methods_keep_torchdiffeqs_table_order():
     # Error messages and listings show the methods in the order torchdiffeq 0.2.5 uses.
-    assert [m for m in TORCHDIFFEQ_SOLVERS if m in backend.METHODS] == list(backend.METHODS)
+    assert [m for m in TORCHDIFFEQ_SOLVERS if m in methods.METHODS] == list(methods.METHODS)
 
 
 def test_installed_torchdiffeq_passes_the_check():
@@ -47,7 +47,7 @@ def test_pyproject_pins_the_tested_range():
 
 
 def test_a_method_missing_from_the_table_stops_with_one_clear_line():
-    table = {m: object() for m in backend.METHODS if m not in ("heun2", "rk4")}
+    table = {m: object() for m in methods.METHODS if m not in ("heun2", "rk4")}
     with pytest.raises(OdecliError) as info:
         backend.check("0.3.0", table)
     message = str(info.value)
@@ -88,15 +88,15 @@ def test_a_module_that_no_longer_imports_is_reported():
 
 
 def test_extra_solvers_in_the_table_are_ignored():
-    table = {"new_solver": object(), **{m: object() for m in backend.METHODS}, "rk5": object()}
+    table = {"new_solver": object(), **{m: object() for m in methods.METHODS}, "rk5": object()}
     backend.check("0.2.6", table)  # no error
-    assert "new_solver" not in backend.METHODS and "new_solver" not in backend.SOLVERS
+    assert "new_solver" not in methods.METHODS and "new_solver" not in backend.SOLVERS
 
 
 def test_an_extra_installed_solver_is_not_offered(monkeypatch):
     monkeypatch.setitem(TORCHDIFFEQ_SOLVERS, "new_solver", TORCHDIFFEQ_SOLVERS["rk4"])
     with pytest.raises(OdecliError, match="unknown solver method 'new_solver'"):
-        solve.SolverSpec.from_cfg({"method": "new_solver"})
+        solve.SolverSpec.from_cfg({"method": "new_solver"}, {"name": "direct"})
 
 
 def test_the_cli_reports_an_incompatible_torchdiffeq_in_one_line(tmp_path):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from odecli.numerics import aca
+from odecli.numerics import aca, methods
 
 DTYPE = torch.float64
 T = torch.tensor([0.0, 0.25, 0.7, 1.0], dtype=DTYPE)  # 0.25, 0.7 fall inside steps
@@ -107,8 +107,8 @@ def problem(name: str) -> tuple[type[nn.Module], list[torch.Tensor], torch.Tenso
 
 PROBLEMS = ("constant", "linear", "sine", "exp")
 # Fixed-grid step 0.1 puts 0.25 and 0.7 inside a step: the interpolation is replayed too.
-METHODS = [(m, {"rtol": 1e-6, "atol": 1e-8}) for m in aca.ADAPTIVE_RK] + [
-    (m, {"options": {"step_size": 0.1}}) for m in aca.FIXED_RK]
+METHODS = [(m, {"rtol": 1e-6, "atol": 1e-8}) for m in methods.FAST_LOOP] + [
+    (m, {"options": {"step_size": 0.1}}) for m in methods.FIXED_RK]
 IDS = [m for m, _ in METHODS]
 
 
@@ -210,8 +210,8 @@ class Fresh(torch.autograd.Function):
 # accepted at rtol 1e-3): still the adaptive replay, with its carried stage and interpolant.
 PINNED = {"rtol": 1e-3, "atol": 1e-3, "options": {"first_step": 0.05, "max_step": 0.05}}
 GRADCHECK = [("dopri5", {"rtol": 1e-10, "atol": 1e-10})] + [
-    (m, PINNED) for m in aca.ADAPTIVE_RK if m != "dopri5"] + [
-    (m, {"options": {"step_size": 0.1}}) for m in aca.FIXED_RK]
+    (m, PINNED) for m in methods.FAST_LOOP if m != "dopri5"] + [
+    (m, {"options": {"step_size": 0.1}}) for m in methods.FIXED_RK]
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["forward", "reversed"])

@@ -21,9 +21,10 @@ from odecli.cli.configs_index import options
 from odecli.engine import schema as engine
 from odecli.errors import ConfigError, OdecliError
 from odecli.fields import Schema, Tagged
-from odecli.launch.bridge import COMMANDS, compose
+from odecli.launch.bridge import compose
 from odecli.numerics.solve import SolverSpec
 from odecli.paths import config_dir
+from odecli.registry import COMMANDS
 
 # A small, quick run: 150 images, a width-8 field, two dial tolerances and two fixed steps.
 QUICK = ["data.limit=150", "model.width=8", "train.niters=4", "train.test_freq=2",

@@ -26,8 +26,9 @@ from odecli.flows.model import (
     log_likelihood,
     sample_noise,
 )
-from odecli.launch.bridge import COMMANDS, compose, validate
+from odecli.launch.bridge import compose, validate
 from odecli.numerics.solve import CountingField, SolverSpec
+from odecli.registry import COMMANDS
 
 TIGHT = SolverSpec(method="dopri5", rtol=1e-9, atol=1e-9, gradient="direct")
 SMALL = ["quiet=true", "data.n_train=600", "data.n_val=200", "data.n_test=300",

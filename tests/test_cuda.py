@@ -27,9 +27,10 @@ from odecli.engine import loop
 from odecli.flows.experiment import CNFExperiment
 from odecli.latent.ecg_experiment import EcgVAE
 from odecli.latent.spiral_experiment import SpiralVAE
-from odecli.launch.bridge import COMMANDS, compose
+from odecli.launch.bridge import compose
 from odecli.numerics import device
 from odecli.paths import config_dir
+from odecli.registry import COMMANDS
 
 SYSTEMS = sorted(p.stem for p in (config_dir() / "system").glob("*.yaml"))
 GRADIENTS = sorted(p.stem for p in (config_dir() / "gradient").glob("*.yaml"))

@@ -18,7 +18,8 @@ from odecli.fields import job_node, to_plain
 from odecli.latent import ecg_data as ecg
 from odecli.latent.ecg_experiment import last_value_baseline, mean_beat_baseline
 from odecli.latent.schema import check_ecg_vae
-from odecli.launch.bridge import COMMANDS, compose
+from odecli.launch.bridge import compose
+from odecli.registry import COMMANDS
 
 # ECG_DIR/mitdb/100.*: the first five minutes of MIT-BIH record 100 (samples 0-107,999, both
 # leads, the 372 reference labels inside: 367 N, 4 A, 1 rhythm mark); see its NOTICE.md.

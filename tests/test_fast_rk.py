@@ -12,7 +12,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 from odecli.errors import ConfigError, SolverError
-from odecli.numerics import aca, rk, rk_step, solve
+from odecli.numerics import aca, methods, rk, rk_step, solve
 
 TOL = {"rtol": 1e-6, "atol": 1e-8}
 
@@ -56,7 +56,7 @@ def y0_and_t(sign: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["forward", "reversed"])
-@pytest.mark.parametrize("method", rk.METHODS)
+@pytest.mark.parametrize("method", methods.FAST_LOOP)
 def test_fast_solution_and_nfe_are_odeints(method, sign):
     func = Field()
     y0, t = y0_and_t(sign)
@@ -120,8 +120,8 @@ def test_fast_direct_backprop_is_torchdiffeqs_with_the_same_first_step(method):
 def test_solve_routes_adaptive_checkpoint_and_evaluation_to_the_fast_loop():
     func = solve.CountingField(Field())
     y0, t = y0_and_t()
-    fast = solve.SolverSpec(method="dopri5", **TOL)
-    slow = solve.SolverSpec(method="dopri5", fast=False, **TOL)
+    fast = solve.SolverSpec(method="dopri5", **TOL, gradient="checkpoint")
+    slow = solve.SolverSpec(method="dopri5", fast=False, **TOL, gradient="checkpoint")
     out = solve.solve(func, y0.clone().requires_grad_(True), t, fast)
     assert isinstance(out.grad_fn.replay, rk.FastSolve)
     n_fast, func.nfe = func.nfe, 0
@@ -156,7 +156,7 @@ def test_a_nan_state_and_a_step_budget_fail_with_one_line_errors():
         def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return y * float("nan")
 
-    spec = solve.SolverSpec(method="dopri5", **TOL)
+    spec = solve.SolverSpec(method="dopri5", **TOL, gradient="checkpoint")
     y0, t = y0_and_t()
     with pytest.raises(SolverError, match="NaN or Inf"):
         solve.solve(solve.CountingField(Blowup()), y0, t, spec, grad=False)
@@ -170,7 +170,7 @@ def test_a_stop_request_abandons_the_solve_within_a_step():
     func.abort = lambda: func.nfe > 20
     y0, t = y0_and_t()
     with pytest.raises(solve.StepAborted):
-        solve.solve(func, y0, t, solve.SolverSpec(method="dopri5", **TOL))
+        solve.solve(func, y0, t, solve.SolverSpec("dopri5", "checkpoint", **TOL))
     assert func.nfe <= 20 + 6  # at most one step's stages past the request
 
 
@@ -222,7 +222,8 @@ def test_evaluation_solves_stay_eager_when_training_compiles():
     field = Field()
     func = solve.CountingField(field)
     y0, t = y0_and_t()
-    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8, compile=True)
+    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8, compile=True,
+                            gradient="checkpoint")
     assert spec.compiled
     out = solve.solve(func, y0, t, spec, grad=False)
     ref = odeint(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8)
@@ -233,20 +234,20 @@ def test_evaluation_solves_stay_eager_when_training_compiles():
 def test_compile_auto_compiles_only_runs_past_the_break_even():
     spec = solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3, "atol": 1e-4,
                                       "step_size": None, "options": {}, "fast": True,
-                                      "compile": "auto"})
+                                      "compile": "auto"}, {"name": "checkpoint"})
     assert not spec.compiled  # unresolved: never
     spec.resolve_compile(rk.COMPILE_BREAK_EVEN - 1)
     assert spec.compile is False and not spec.compiled
     spec.compile = "auto"
     spec.resolve_compile(rk.COMPILE_BREAK_EVEN)
     assert spec.compiled
-    forced = solve.SolverSpec(compile=True, fast=False)
+    forced = solve.SolverSpec("dopri5", "checkpoint", compile=True, fast=False)
     forced.resolve_compile(1)
     assert not forced.compiled  # compiling is a property of the fast loop only
     with pytest.raises(ConfigError, match="solver.compile must be true, false or auto"):
         solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3, "atol": 1e-4,
                                    "step_size": None, "options": {}, "fast": True,
-                                   "compile": "sometimes"})
+                                   "compile": "sometimes"}, {"name": "checkpoint"})
 
 
 @pytest.mark.parametrize("overrides,loop,note", [

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torchdiffeq import odeint
 
-from odecli.numerics import aca, solve
+from odecli.numerics import aca, methods, solve
 from odecli.paths import config_dir
 
 
@@ -141,8 +141,8 @@ def test_checkpoint_holds_one_state_per_step_while_direct_backprops_graph_grows(
     assert all(s[1] is None for s in steps)  # each checkpoint is freed once replayed
 
 
-@pytest.mark.parametrize("method,options", [(m, None) for m in aca.ADAPTIVE_RK]
-                         + [(m, {"step_size": 0.1}) for m in aca.FIXED_RK])
+@pytest.mark.parametrize("method,options", [(m, None) for m in methods.FAST_LOOP]
+                         + [(m, {"step_size": 0.1}) for m in methods.FIXED_RK])
 def test_replaying_a_step_lands_exactly_on_the_next_checkpoint(method, options):
     # The replay must be the solver's own arithmetic: step k recomputed from checkpoint k
     # gives checkpoint k + 1 bit for bit (else the gradient belongs to a different map).
@@ -185,7 +185,7 @@ class Forcing(nn.Module):
         return self.c * torch.cos(t)
 
 
-@pytest.mark.parametrize("method", aca.SUPPORTED)
+@pytest.mark.parametrize("method", methods.REPLAYABLE)
 def test_a_field_whose_stages_need_no_grad_still_backpropagates_to_y0(method):
     # Frozen parameters and no dependence on y: no stage has a graph. Each solver step is then
     # y0 + (something without y0), so d out / d y0 is the identity at every output.
@@ -193,7 +193,7 @@ def test_a_field_whose_stages_need_no_grad_still_backpropagates_to_y0(method):
     y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
     t = torch.linspace(0, 2, 5, dtype=torch.float64)
     weights = torch.linspace(-1, 1, 10, dtype=torch.float64).reshape(5, 2)
-    options = {"step_size": 0.3} if method in aca.FIXED_RK else None
+    options = {"step_size": 0.3} if method in methods.FIXED_RK else None
     out = aca.odeint_checkpoint(func, y0, t, method=method, rtol=1e-6, atol=1e-8,
                                 options=options)
     assert torch.equal(out.detach(), odeint(func, y0.detach(), t, method=method, rtol=1e-6,
@@ -274,7 +274,7 @@ def test_tuple_states_solve_as_odeint_and_backpropagate_as_direct(method, kw, ba
     t = torch.linspace(0, 1.5, 4, dtype=torch.float64) * (-1 if backwards else 1)
     kw = {"method": method, **kw}
     out_c, g_c = flow_value_and_grads(aca.odeint_checkpoint, t, **kw)
-    if method in aca.ADAPTIVE_RK:  # odeint's per-part tolerances and mixed norm, step by step
+    if method in methods.FAST_LOOP:  # odeint's per-part tolerances and mixed norm, step by step
         z0 = (torch.tensor([[0.5, -1.0], [1.5, 0.3], [-0.2, 0.1]], dtype=torch.float64),
               torch.zeros(3, 1, dtype=torch.float64), torch.zeros((), dtype=torch.float64))
         kw["options"] = {"first_step": first_accepted_step(Flow(), z0, t, **kw)}
@@ -286,7 +286,7 @@ def test_tuple_states_solve_as_odeint_and_backpropagate_as_direct(method, kw, ba
 
 
 def test_tuple_states_take_the_default_gradient_through_solve():
-    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8)
+    spec = solve.SolverSpec(method="dopri5", rtol=1e-6, atol=1e-8, gradient="checkpoint")
     assert spec.gradient == "checkpoint"
     field = solve.CountingField(Flow())
     z = torch.ones(3, 2, dtype=torch.float64, requires_grad=True)

@@ -56,7 +56,8 @@ def test_checkpoint_every_writes_intermediate_checkpoints(tmp_path, monkeypatch)
 
     from odecli.dynamics.experiment import DynamicsExperiment
     from odecli.engine.loop import Engine
-    from odecli.launch.bridge import COMMANDS, compose
+    from odecli.launch.bridge import compose
+    from odecli.registry import COMMANDS
 
     cfg = compose(COMMANDS["train"], [*QUICK, "train.niters=6", "train.checkpoint_every=2"])
     OmegaConf.set_struct(cfg, False)

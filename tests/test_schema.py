@@ -26,13 +26,15 @@ from odecli.fields import (
     Str,
     Tagged,
     Union,
+    yaml_node,
 )
 from odecli.flows import schema as flw
 from odecli.latent import schema as lat
-from odecli.launch.bridge import COMMANDS, compose
+from odecli.launch.bridge import compose
 from odecli.numerics import device, solve
 from odecli.numerics import schema as num
 from odecli.paths import config_dir
+from odecli.registry import COMMANDS
 
 ROOT = config_dir()
 CHECKS = {"train": dyn.check_train, "spiral-vae": lat.check_spiral_vae,
@@ -301,13 +303,22 @@ def test_an_integer_record_name_is_text():
 
 # ---------------------------------------------------------------------------- the builders
 
-def test_solver_spec_accepts_partial_nodes_and_keeps_its_own_values():
+def test_solver_spec_takes_what_a_partial_node_lacks_from_the_yaml():
     spec = solve.SolverSpec.from_cfg({"method": "euler"}, {"name": "direct"})
-    assert (spec.method, spec.gradient, spec.step_size) == ("euler", "direct", None)
-    spec = solve.SolverSpec.from_cfg({"method": "dopri5"})
-    assert spec.gradient == "checkpoint" and spec.rtol == solve.SolverSpec.rtol
+    euler = yaml_node("solver/euler.yaml")
+    assert (spec.method, spec.gradient, spec.step_size) == ("euler", "direct",
+                                                            euler["step_size"])
+    spec = solve.SolverSpec.from_cfg({"method": "dopri5", "rtol": 1e-3}, {"name": "adjoint"})
+    speed, adjoint = yaml_node("solver/common/speed.yaml"), yaml_node("gradient/adjoint.yaml")
+    assert (spec.rtol, spec.atol) == (1e-3, yaml_node("solver/dopri5.yaml")["atol"])
+    assert (spec.fast, spec.compile) == (speed["fast"], speed["compile"])
+    assert (spec.adjoint_rtol, spec.seminorm) == (adjoint["rtol"], adjoint["seminorm"])
+    # the same from the constructor, which scripts and tests use
+    assert solve.SolverSpec("dopri5", "adjoint", rtol=1e-3) == spec
     with pytest.raises(ConfigError, match="unknown solver method 'rk45'"):
-        solve.SolverSpec.from_cfg({"method": "rk45"})
+        solve.SolverSpec.from_cfg({"method": "rk45"}, {"name": "direct"})
+    with pytest.raises(ConfigError, match="unknown solver method 'rk45'"):
+        solve.SolverSpec("rk45", "direct")
     with pytest.raises(ConfigError, match="unknown config key 'gradient.rtol'"):
         solve.SolverSpec.from_cfg({"method": "euler"}, {"name": "direct", "rtol": 1e-3})
 

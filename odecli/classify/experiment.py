@@ -26,6 +26,7 @@ from odecli.classify import data as data_mod
 from odecli.classify import dial as dial_mod
 from odecli.classify import schema
 from odecli.classify.models import Classifier, n_params
+from odecli.classify.trained import TrainedClassifier
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment, NumpyBatches
 from odecli.errors import ConfigError
@@ -74,6 +75,8 @@ class ClassifyExperiment(NumpyBatches, Experiment):
     command: ClassVar[str] = "classify"
     track_best: ClassVar[bool] = True
     objectives: ClassVar[tuple[str, ...]] = ("test_error", "best_score", "final_loss")
+    summary_keys: ClassVar[tuple[str, ...]] = ("test_accuracy",)
+    trained_model = TrainedClassifier
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("val_loss", "validation loss"),)
 
@@ -213,9 +216,12 @@ class ClassifyExperiment(NumpyBatches, Experiment):
         dial = self.settings["dial"]
         if dial["enabled"] and m["name"] == "odenet":
             self._dial = dial_mod.sweep(lambda spec: self.score(d.test, spec), self.spec, dial)
-            dial_mod.write_csv(self.run_dir / TRADEOFF_CSV, self._dial)
             out.update(dial_mod.summary(self._dial, dial["within"]))
         return out
+
+    def write_files(self, run_dir: Path, test: dict[str, Any]) -> None:
+        if self._dial is not None:
+            dial_mod.write_csv(run_dir / TRADEOFF_CSV, self._dial)
 
     def figures(self, run_dir: Path, history: list[dict[str, Any]],
                 test: dict[str, Any] | None) -> None:

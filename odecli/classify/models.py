@@ -80,7 +80,7 @@ class ODEBody(nn.Module):
     def __init__(self, field: nn.Module) -> None:
         super().__init__()
         self.field = CountingField(field)
-        self.spec = SolverSpec()
+        self.spec: SolverSpec | None = None  # set_spec() before the first forward pass
         self.register_buffer("t", torch.tensor([0.0, 1.0]), persistent=False)
 
     @property
@@ -88,6 +88,8 @@ class ODEBody(nn.Module):
         return self.field
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.spec is None:
+            raise RuntimeError("ODEBody.set_spec() must be called before solving")
         return solve(self.field, y, self.t.to(y.dtype), self.spec)[-1]
 
 

@@ -112,7 +112,7 @@ DIAL = Schema({
     "within": Float(0),         # accuracy points that still count as "as good"
 })
 
-PLOTS = Schema({"enabled": Bool(), "resnet_run": Str(nullable=True)})
+PLOTS = engine.PLOTS.extend({"resnet_run": Str(nullable=True)})
 
 CONFIG = engine.RUN.extend({
     **engine.TRACKING,

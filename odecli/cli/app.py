@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-from odecli.cli.configs_index import GROUPS, describe_groups
+from odecli.cli.configs_index import describe_groups
+from odecli.registry import COMMANDS, Command
 
 app = typer.Typer(
     name="odecli",
@@ -70,12 +71,18 @@ def _guarded(work: Callable[[], object]) -> None:
               f"traceback)", 1)
 
 
-def _groups_help(config: str) -> str:
-    names = ", ".join(g for g in GROUPS.get(config, ()))
-    return f"Config groups: {names}. Run `odecli list` for every option."
+def _command_help(cmd: Command) -> str:
+    """A command's --help, from its registry entry."""
+    parts = [cmd.help]
+    if cmd.examples:
+        parts.append("Examples:" if len(cmd.examples) > 1 else "Example:")
+        parts += [f"  {e}" for e in cmd.examples]
+    parts += list(cmd.details)
+    parts.append(f"Config groups: {', '.join(cmd.groups)}. Run `odecli list` for every option.")
+    return "\n\n".join(parts)
 
 
-def _hydra_command(name: str, help_text: str) -> None:
+def _hydra_command(cmd: Command) -> None:
     """Register a command that hands its overrides and Hydra flags to the bridge."""
 
     def command(
@@ -90,47 +97,15 @@ def _hydra_command(name: str, help_text: str) -> None:
                                  "defaults, defaults-tree, plugins, searchpath)."),
         overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ) -> None:
-        _run_command(name, overrides, multirun, cfg, package, resolve, info, overwrite)
+        _run_command(cmd.name, overrides, multirun, cfg, package, resolve, info, overwrite)
 
-    command.__name__ = name.replace("-", "_")
-    app.command(name, context_settings=_HYDRA_ARGS, help=help_text)(command)
+    command.__name__ = cmd.name.replace("-", "_")
+    app.command(cmd.name, context_settings=_HYDRA_ARGS, help=_command_help(cmd),
+                short_help=cmd.help)(command)
 
 
-_hydra_command("train", (
-    "Learn a dynamical system with a neural ODE.\n\n"
-    "Examples:\n\n"
-    "  odecli train system=lotka solver=dopri5\n\n"
-    "  odecli train system=mlp model=deep model.time_dependent=true\n\n"
-    "  odecli train -m system=spiral,lotka model=small,deep seed=0,1,2\n\n"
-    + _groups_help("train")))
-_hydra_command("spiral-vae", (
-    "Latent-ODE VAE on noisy, irregularly sampled 2-D spirals.\n\n"
-    "Example: odecli spiral-vae train.niters=2000 model.encoder=odernn\n\n"
-    "Continue a stopped run: odecli spiral-vae resume=RUN_FOLDER\n\n"
-    + _groups_help("spiral_vae")))
-_hydra_command("ecg-vae", (
-    "Latent-ODE VAE on real ECG heartbeats (MIT-BIH via wfdb).\n\n"
-    "Example: odecli ecg-vae data.dir=path/to/mitdb data.record=100\n\n"
-    "Continue a stopped run: odecli ecg-vae resume=RUN_FOLDER\n\n"
-    "Without data.dir (or $ODECLI_ECG_DIR) the record is downloaded from PhysioNet.\n\n"
-    + _groups_help("ecg_vae")))
-_hydra_command("cnf", (
-    "Continuous normalizing flow on a 2-D toy density, scored against the true density.\n\n"
-    "Examples:\n\n"
-    "  odecli cnf cnf_data=checkerboard   (a density and its tuned settings)\n\n"
-    "  odecli cnf reg.kinetic=0.03 reg.jacobian=0.03 model.trace=hutchinson\n\n"
-    "Re-score with another solver: odecli eval RUN solver.rtol=1e-6; draw samples: "
-    "odecli sample RUN --n 1000 --out samples.npy\n\n"
-    + _groups_help("cnf")))
-_hydra_command("classify", (
-    "ODE-Net against ResNet on handwritten digits (scikit-learn's digits offline, or MNIST), "
-    "with the speed/accuracy dial at inference.\n\n"
-    "Examples:\n\n"
-    "  odecli classify\n\n"
-    "  odecli classify -m classify_model=odenet,resnet\n\n"
-    "  odecli classify classify_data=mnist data.dir=path/to/idx model.downsample=2\n\n"
-    "Re-score with another solver: odecli eval RUN solver=rk4 solver.step_size=0.25\n\n"
-    + _groups_help("classify")))
+for _cmd in COMMANDS.values():
+    _hydra_command(_cmd)
 
 
 @app.command("report", help=(
@@ -161,8 +136,7 @@ def report_cmd(
 
 
 @app.command("eval", context_settings=_HYDRA_ARGS, help=(
-    "Re-evaluate a trained run (train, spiral-vae, ecg-vae, cnf, classify) from its "
-    "checkpoint, without "
+    f"Re-evaluate a trained run ({', '.join(COMMANDS)}) from its checkpoint, without "
     "retraining.\n\n"
     "Optionally with another solver or tolerance, device, or (train) a longer extrapolation "
     "window; VAE runs are scored with their best state on the held-out test set. "
@@ -180,10 +154,11 @@ def eval_cmd(
 ) -> None:
     def work() -> None:
         from odecli.cli.evaluate import evaluate_run
-        from odecli.launch.bridge import SUMMARY_KEYS
+        from odecli.launch.bridge import summary_keys
 
         result, out_dir = evaluate_run(run, list(overrides or []), out)
-        summary = ", ".join(f"{k} {result[k]:.4g}" for k in (*SUMMARY_KEYS, "nfe_eval")
+        keys = summary_keys(COMMANDS[result["command"]].experiment_class())
+        summary = ", ".join(f"{k} {result[k]:.4g}" for k in (*keys, "nfe_eval")
                             if k not in ("seconds_per_iter", "wall_seconds")
                             and isinstance(result.get(k), (int, float)))
         typer.echo(f"eval: {result['status']}  {summary}\n  results: {out_dir}")
@@ -206,7 +181,7 @@ def sample_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the base draws."),
 ) -> None:
     def work() -> None:
-        from odecli.flows.sampling import sample_run
+        from odecli.cli.sample import sample_run
 
         path = sample_run(run, n, out, seed, list(overrides or []))
         typer.echo(f"sample: wrote {n} points to {path}")

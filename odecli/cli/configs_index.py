@@ -1,4 +1,4 @@
-"""Where the config tree lives and what its groups offer, without importing Hydra or torch.
+"""What the config groups offer (`odecli list`), without importing Hydra or torch.
 
 `odecli list` and `--help` only read file names and each YAML file's first comment line, so
 they stay fast (no torch import on those paths).
@@ -8,18 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Config groups each primary config composes (shown in --help).
-GROUPS: dict[str, tuple[str, ...]] = {
-    "train": ("system", "model", "solver", "gradient", "device", "experiment", "logger"),
-    "spiral_vae": ("solver", "gradient", "device", "logger"),
-    "ecg_vae": ("solver", "gradient", "device", "logger"),
-    "cnf": ("cnf_data", "solver", "gradient", "device", "logger"),
-    "classify": ("classify_data", "classify_model", "solver", "gradient", "device", "logger"),
-}
-LISTED = ("system", "model", "solver", "gradient", "device", "experiment", "logger",
-          "classify_data", "classify_model", "cnf_data")
-
-
+from odecli.registry import COMMANDS, groups_used
 
 
 def description(path: Path) -> str:
@@ -39,7 +28,7 @@ def options(root: Path, group: str) -> list[tuple[str, str]]:
 
 def describe_groups(root: Path, only: str | None = None) -> str:
     """Plain-text listing: each group, its options and a one-line description of each."""
-    groups = [g for g in LISTED if (root / g).is_dir()]
+    groups = [g for g in groups_used() if (root / g).is_dir()]
     if only is not None:
         if only not in groups:
             raise KeyError(f"unknown config group '{only}'; choose one of: {', '.join(groups)}")
@@ -51,13 +40,12 @@ def describe_groups(root: Path, only: str | None = None) -> str:
         lines.append(f"{group}:")
         lines.extend(f"  {name:<{width}}  {desc}" for name, desc in opts)
         lines.append("")
-    users = sorted({cmd.replace("_", "-") for cmd, used in GROUPS.items()
-                    for g in groups if g in used})
+    users = sorted({cmd.name for cmd in COMMANDS.values() for g in groups if g in cmd.groups})
     command = users[0] if len(users) == 1 else "COMMAND"
     lines.append(f"Use as `odecli {command} GROUP=OPTION key=value ...`; `odecli {command} "
                  "--cfg job GROUP=OPTION` shows the composed config.")
     if command == "COMMAND" and only is None:
         lines.append("Groups by command: " + "; ".join(
-            f"{cmd.replace('_', '-')}: {', '.join(g for g in used if g in groups)}"
-            for cmd, used in GROUPS.items()))
+            f"{cmd.name}: {', '.join(g for g in cmd.groups if g in groups)}"
+            for cmd in COMMANDS.values()))
     return "\n".join(lines)

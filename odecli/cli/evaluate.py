@@ -14,61 +14,34 @@ from pathlib import Path
 from typing import Any
 
 from odecli.errors import OdecliError, RunFailed, SolverError
-from odecli.launch import overrides as ov
 
-# What an evaluation may change: how the trained model is integrated and where, not the model.
-EVAL_KEYS = ("solver", "gradient", "system.extrapolate", "device", "plots", "resume", "quiet",
-             "train.niters", "train.test_freq", "train.checkpoint_every", "logger",
-             "data.dir", "data.cache_dir")
 EVAL_JSON = "eval.json"
 
 
 def evaluate_run(path: str, overrides: list[str], out: str | None = None
                  ) -> tuple[dict[str, Any], Path]:
     """Reload the run's checkpoint, test it, write eval.json and figures."""
-    from omegaconf import open_dict
-
-    from odecli.engine import checkpoint, rundir
-    from odecli.launch import bridge, sweeps
+    from odecli.engine import rundir
     from odecli.launch import resume as resume_mod
-    from odecli.numerics import device as device_mod
+    from odecli.launch import sweeps
+    from odecli.launch.loading import load_run
 
     run_dir = resume_mod.run_folder(path)
-    state = checkpoint.read(run_dir / rundir.CHECKPOINT)
-    cmd = bridge.COMMANDS.get(str(state.get("command", "train")))
-    if cmd is None:
-        raise OdecliError(f"{run_dir} was written by an unknown command "
-                          f"'{state.get('command')}'")
-    for o in overrides:
-        if "=" not in o or not ov.within(ov.key(o), EVAL_KEYS) or (
-                cmd.name != "train" and ov.key(o).startswith("system")):
-            extra = ", system.extrapolate" if cmd.name == "train" else ""
-            raise OdecliError(f"odecli eval cannot change '{o}'; it takes overrides of "
-                              f"solver, solver.*{extra}, device, plots and where the data "
-                              f"is (data.dir)")
-    merged = [o for o in resume_mod.merged_overrides(run_dir, overrides)
-              if not o.startswith("resume=")]
-    cfg = bridge.validate(cmd, merged)
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    device_mod.quiet_warnings()
-    out_dir = Path(out).expanduser().resolve() if out else sweeps.claim_dir(
-        run_dir / "eval", "")
-    try:
+    # Everything is checked before the results folder exists (the experiment is told where
+    # its figures will go; building it writes nothing).
+    out_dir = Path(out).expanduser().resolve() if out else None
+    loaded = load_run(run_dir, overrides, what="odecli eval",
+                      work_dir=out_dir or run_dir / "eval")
+    if out_dir is None:
+        out_dir = sweeps.claim_dir(run_dir / "eval", "")
+    else:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OdecliError(f"cannot write the output folder {out_dir}: "
                               f"{exc.strerror or exc}") from exc
-        exp = bridge.load(cmd.experiment)(cfg, out_dir)
-        checkpoint.check_compatible(state["config"], _plain(cfg), f"checkpoint {run_dir}",
-                                    EVAL_KEYS)
-        checkpoint.load_modules(exp.modules(), state.get("best") or state["modules"],
-                                run_dir)
-    except BaseException:
-        if not out:
-            _remove_empty(out_dir)
-        raise
+    loaded.experiment.run_dir = out_dir
+    exp, state, cmd, cfg = loaded.experiment, loaded.state, loaded.command, loaded.cfg
     t0 = time.perf_counter()
     try:
         test, status = exp.test(None), "ok"
@@ -77,14 +50,16 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
     result: dict[str, Any] = {
         "status": status, "command": cmd.name, "system": exp.name, "run": str(run_dir),
         "checkpoint_iteration": int(state["iteration"]),
-        "model": "best" if state.get("best") else "final",
+        "model": loaded.model_kind,
         "best_iteration": state.get("best_iteration") if state.get("best") else None,
         "overrides": list(overrides), **test,
         "eval_seconds": time.perf_counter() - t0, "solver": exp.spec.method,
     }
     if exp.citation:
         result["data_license"] = exp.citation
-    if bool(cfg.plots.get("enabled", True)) and status == "ok":
+    if status == "ok":
+        exp.write_files(out_dir, test)
+    if bool(cfg.plots.enabled) and status == "ok":
         from odecli.engine.figures import loss_figure
 
         history = list(state.get("history") or [])
@@ -99,17 +74,3 @@ def evaluate_run(path: str, overrides: list[str], out: str | None = None
     if status != "ok":
         raise RunFailed(f"evaluation {status} (results in {out_dir})")
     return result, out_dir
-
-
-def _plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def _remove_empty(path: Path) -> None:
-    for p in (path, path.parent):
-        try:
-            p.rmdir()
-        except OSError:
-            return

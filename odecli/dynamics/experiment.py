@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from odecli.dynamics import data as data_mod
 from odecli.dynamics import models, systems
 from odecli.dynamics.schema import check_train
+from odecli.dynamics.trained import TrainedSystem
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment
 from odecli.errors import SolverError
@@ -34,16 +35,16 @@ class DynamicsExperiment(Experiment):
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("eval_loss", "eval loss (L1, training span)"),
         ("error_rel", "relative trajectory error"))
+    progress_metric: ClassVar[tuple[str, str]] = ("error_rel", "err")
+    summary_keys: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel")
+    trained_model = TrainedSystem
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
-        self.opts, self.spec, self.rt, seed, self.system = checked(cfg)
-        self.spec.resolve_compile(int(self.opts["niters"]))
+        self.configure(check_train(cfg), _log())
+        self.system = systems.build(cfg.system)
         self.name = self.system.name
-        if self.spec.notice:
-            rundir.notice(_log(), self.spec.notice)
-        torch.manual_seed(seed)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
         dev, dt = self.rt.device, self.rt.dtype
         t_full = self.system.full_t()
         truth = self.system.trajectory(t_full)
@@ -114,13 +115,20 @@ class DynamicsExperiment(Experiment):
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
+    def rollout(self, y0: torch.Tensor, t: torch.Tensor,
+                spec: solve.SolverSpec | None = None) -> torch.Tensor:
+        """The learned field integrated from states y0 (n, dim) over the times t:
+        (len(t), n, dim), with the run's solver unless `spec` is given."""
+        pred = solve.solve(self.counter, self._augment(y0), t, spec or self.spec, grad=False)
+        return pred[..., : self.system.dim]
+
+    @torch.no_grad()
     def predict(self, t: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """Roll the learned field out from the true initial state; returns (pred, nfe)."""
         t = self.t_full if t is None else t
-        y0 = self._augment(self.truth[0].unsqueeze(0))
         n0 = self.counter.nfe
-        pred = solve.solve(self.counter, y0, t, self.spec, grad=False)
-        return pred[:, 0, : self.system.dim], self.counter.nfe - n0
+        pred = self.rollout(self.truth[0].unsqueeze(0), t)
+        return pred[:, 0], self.counter.nfe - n0
 
     def evaluate(self) -> dict[str, float]:
         """Trajectory error over the training span and the extrapolation window."""
@@ -169,11 +177,14 @@ class DynamicsExperiment(Experiment):
             plots.training_gif(run_dir / "training.gif", truth, self.frames, self.name)
 
     @torch.no_grad()
+    def velocity(self, t: float, y: torch.Tensor) -> torch.Tensor:
+        """The learned field f(t, y) at states y (n, dim): (n, dim)."""
+        tt = torch.tensor(t, dtype=self.rt.dtype, device=self.rt.device)
+        return self.field(tt, self._augment(y))[:, : self.system.dim]
+
     def field_numpy(self, pts: Any, t: float) -> Any:
         y = torch.as_tensor(pts, dtype=self.rt.dtype, device=self.rt.device)
-        y = self._augment(y)
-        tt = torch.tensor(t, dtype=self.rt.dtype, device=self.rt.device)
-        return self.field(tt, y)[:, : self.system.dim].cpu().numpy()
+        return self.velocity(t, y).cpu().numpy()
 
 
 def _log() -> Any:

@@ -101,7 +101,7 @@ SYSTEMS: dict[str, Schema] = {
 }
 SYSTEM = Tagged("name", SYSTEMS, message="unknown system '{value}'; choose one of: {options}")
 
-PLOTS = Schema({"enabled": Bool(), "gif": Bool()})
+PLOTS = engine.PLOTS.extend({"gif": Bool()})
 
 CONFIG = engine.RUN.extend({
     **engine.TRACKING,

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchdiffeq import odeint
 
 from odecli.dynamics import schema
 from odecli.errors import ConfigError
 from odecli.fields import to_plain, yaml_node
+from odecli.numerics import solve
 
 
 class LinearField(nn.Module):
@@ -113,11 +113,7 @@ class System:
         if isinstance(field, LinearField) and field.power == 1:
             # Exact: y(t) = y0 expm(A (t - t0)) in the row-vector convention.
             return y0 @ torch.linalg.matrix_exp(field.A * (t - t[0]).view(-1, 1, 1))
-        with torch.no_grad():
-            # step_t makes the solver land on every output time: dopri8's interpolant
-            # between steps is far less accurate than its steps.
-            return odeint(field, y0, t, method="dopri8", rtol=1e-10, atol=1e-12,
-                          options={"step_t": t})
+        return solve.reference(field, y0, t)
 
     def full_t(self) -> torch.Tensor:
         return torch.cat([self.t, self.t_extra])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from odecli.engine.trained import TrainedModel
 from odecli.numerics.device import Runtime
 from odecli.numerics.solve import CountingField, SolverSpec
 
@@ -35,6 +36,12 @@ class Experiment:
     objectives: ClassVar[tuple[str, ...]] = ("final_loss",)
     # History columns drawn in the loss figure's evaluation panel: (key, label).
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # The evaluation column the progress bar shows, and its label there.
+    progress_metric: ClassVar[tuple[str, str]] = ("score", "held_out")
+    # metrics.json keys of the one-line summary a finished run (and `odecli eval`) prints.
+    summary_keys: ClassVar[tuple[str, ...]] = ()
+    # What `odecli.run` and `odecli.load` hand back: the family's TrainedModel subclass.
+    trained_model: ClassVar[type[TrainedModel]] = TrainedModel
 
     name: str  # system or dataset name (metrics.json `system`, titles, progress bar)
     opts: dict[str, Any]  # the checked `train` node (engine keys and the family's own)
@@ -102,6 +109,11 @@ class Experiment:
                 test: dict[str, Any] | None) -> None:
         """The family's figures (the engine draws loss.png); `test` is None when the test
         could not run (a failed or abandoned run)."""
+
+    def write_files(self, run_dir: Path, test: dict[str, Any]) -> None:
+        """The family's data files beside metrics.json, from the test just run (e.g. a table
+        behind a figure); written with or without plots. `test()` itself writes nothing, so
+        a loaded model can be scored without touching its run folder."""
 
     def extra_state(self) -> dict[str, Any]:
         """Family state a resumed run needs besides modules and RNGs (e.g. GIF frames)."""

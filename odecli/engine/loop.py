@@ -154,10 +154,8 @@ class Engine:
         return metrics
 
     def _progress_fields(self) -> dict[str, Any]:
-        ev = self.last_eval
-        key = "score" if "score" in ev else "error_rel"
-        return {("held_out" if key == "score" else "err"): ev.get(key, math.nan),
-                "nfe": self.exp.counter.nfe}
+        key, label = self.exp.progress_metric
+        return {label: self.last_eval.get(key, math.nan), "nfe": self.exp.counter.nfe}
 
     def finish(self, status: str, reason: str | None, hint: str | None, start_wall: float
                ) -> dict[str, Any]:
@@ -178,11 +176,13 @@ class Engine:
                     status, reason = "failed", str(exc)
                     hint = getattr(exc, "hint", None)
         # Without a test (a failed run), the last evaluation says how far it got.
+        if test is not None:
+            self.exp.write_files(self.run_dir, test)
         shown = test if test is not None else dict(self.last_eval)
         metrics = run_metrics(self, status, reason, hint, shown, start_wall)
         if status != "ok":
             rundir.write_json(self.run_dir / rundir.METRICS, metrics)
-        if bool(self.cfg.plots.get("enabled", True)):
+        if bool(self.cfg.plots.enabled):
             try:
                 self.figures(test)
             except Exception as exc:  # a figure must never lose a trained model's metrics
@@ -297,9 +297,12 @@ def run_metrics(engine: Engine, status: str, reason: str | None, hint: str | Non
     return m
 
 
-def run(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path
+          ) -> tuple[dict[str, Any], Experiment]:
     """Build the experiment, restore `resume=`'s checkpoint, train, write the run folder;
-    raises RunFailed (exit 1) when the run failed, after its folder records why."""
+    returns the metrics and the experiment holding the reported model (the best state where
+    one is kept). Raises RunFailed (exit 1) when the run failed, after its folder records
+    why."""
     device_mod.quiet_warnings()
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     engine = Engine(experiment_cls(cfg, run_dir), run_dir)
@@ -308,7 +311,12 @@ def run(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path) -> dic
     metrics = engine.run()
     if metrics["status"] != "ok":
         raise RunFailedWithMetrics(metrics)
-    return metrics
+    return metrics, engine.exp
+
+
+def run(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """`train()`'s metrics alone."""
+    return train(experiment_cls, cfg, run_dir)[0]
 
 
 class RunFailedWithMetrics(RunFailed):

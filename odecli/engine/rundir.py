@@ -119,15 +119,15 @@ def environment(device: Any = None, dtype: Any = None, threads: int | None = Non
     """Library versions and hardware, so a metrics file says what produced it."""
     import hydra
     import torch
-    import torchdiffeq
 
-    from odecli import __version__
+    from odecli.numerics.backend import TORCHDIFFEQ_VERSION
+    from odecli.version import __version__
 
     env: dict[str, Any] = {
         "odecli": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchdiffeq": torchdiffeq.__version__,
+        "torchdiffeq": TORCHDIFFEQ_VERSION,
         "hydra": hydra.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

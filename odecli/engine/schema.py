@@ -33,6 +33,10 @@ TRAIN = Schema(
                 "{p}lr_min ({lr_min:g}) must lie between 0 and {p}lr ({lr:g})")],
 )
 
+# Every command's `plots` node starts here: the engine draws figures (the loss figure and the
+# family's) only where `enabled` is true; families extend it with their own figure keys.
+PLOTS = Schema({"enabled": Bool()})
+
 RUN = Schema({
     "seed": Int(0),   # numpy's generators refuse negative seeds
     "quiet": Bool(),  # true: no progress bar or summary

@@ -29,6 +29,7 @@ from odecli.flows.model import (
     sample_noise,
 )
 from odecli.flows.schema import check_cnf
+from odecli.flows.trained import TrainedFlow
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import CountingField, SolverSpec, check_finite
 
@@ -44,6 +45,8 @@ class CNFExperiment(Experiment):
     objectives: ClassVar[tuple[str, ...]] = ("val_nll", "test_nll", "final_loss")
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("val_nll", "validation NLL (nats)"),)
+    summary_keys: ClassVar[tuple[str, ...]] = ("test_nll", "nll_gap")
+    trained_model = TrainedFlow
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)

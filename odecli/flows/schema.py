@@ -41,9 +41,8 @@ REG = Schema({
 
 TRAIN = engine.TRAIN
 
-PLOTS = Schema(
+PLOTS = engine.PLOTS.extend(
     {
-        "enabled": Bool(),
         "gif": Bool(),          # flow.gif: base -> data over time
         "grid": Int(10),        # heat-map resolution per axis
         "extent": Float(0, low_open=True),  # figures show [-extent, extent]^2

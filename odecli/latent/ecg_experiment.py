@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from odecli.latent import ecg_data, schema
 from odecli.latent.masks import edge_mask, gap_mask, random_subset
+from odecli.latent.trained import TrainedEcgVAE
 from odecli.latent.vae import MaskedBatch, VAEExperiment, mean_score, mse
 
 ECG_TASKS = schema.TASKS  # the order of tasks.weights
@@ -96,6 +97,9 @@ def last_value_baseline(observed: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 class EcgVAE(VAEExperiment):
     command: ClassVar[str] = "ecg-vae"
+    summary_keys: ClassVar[tuple[str, ...]] = (
+        "reconstruction_mse", "gap_mse", "extrapolation_right_mse", "extrapolation_left_mse")
+    trained_model = TrainedEcgVAE
     check_config = staticmethod(schema.check_ecg_vae)
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:

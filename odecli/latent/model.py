@@ -76,7 +76,7 @@ class Encoder(nn.Module):
         else:
             self.cell = nn.GRUCell(n_in, hidden)
         self.flow = ODEFunc(hidden, ode_width, 1) if kind == "odernn" else None
-        self.ode_spec = ode_spec or SolverSpec(method="euler", gradient="direct")
+        self.ode_spec = ode_spec or SolverSpec("euler", "direct", step_size=None)
         self.out = nn.Linear(hidden, 2 * latent_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, t: torch.Tensor
@@ -109,7 +109,9 @@ class LatentODEVAE(nn.Module):
         """`model` is the checked `model` node (odecli.latent.schema)."""
         super().__init__()
         latent = model["latent_dim"]
-        enc_spec = SolverSpec.from_cfg({"method": model["odernn_method"]}, {"name": "direct"})
+        # one step per gap between observations: no step_size
+        enc_spec = SolverSpec.from_cfg({"method": model["odernn_method"], "step_size": None},
+                                       {"name": "direct"})
         self.encoder = Encoder(model["encoder"], obs_dim, model["encoder_width"], latent,
                                enc_spec, model["odernn_width"])
         self.func = CountingField(ODEFunc(latent, model["ode_width"], model["ode_layers"],

@@ -68,7 +68,7 @@ SPIRAL_TRAIN = _VAE_TRAIN.extend({
 })
 ECG_TRAIN = _VAE_TRAIN
 
-PLOTS = Schema({"enabled": Bool(), "n_examples": Int(1)})
+PLOTS = engine.PLOTS.extend({"n_examples": Int(1)})
 
 
 def _held_out(n: int, fraction: float) -> int:

@@ -18,11 +18,15 @@ from omegaconf import DictConfig
 from odecli.latent import schema
 from odecli.latent.masks import anchored_windows, partial_windows
 from odecli.latent.spirals import make_spirals, spiral_baselines
+from odecli.latent.trained import TrainedSpiralVAE
 from odecli.latent.vae import MaskedBatch, VAEExperiment, mean_score, mse
 
 
 class SpiralVAE(VAEExperiment):
     command: ClassVar[str] = "spiral-vae"
+    summary_keys: ClassVar[tuple[str, ...]] = (
+        "reconstruction_mse", "extrapolation_forward_mse", "extrapolation_backward_mse")
+    trained_model = TrainedSpiralVAE
     check_config = staticmethod(schema.check_spiral_vae)
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:

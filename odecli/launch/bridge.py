@@ -10,7 +10,6 @@ behind each workaround here.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odecli import registry
 from odecli.engine.rundir import notice, outputs_root
 from odecli.errors import ConfigError, Interrupted, OdecliError
 from odecli.launch import claims, presets
@@ -36,32 +36,9 @@ from odecli.launch.sweeps import (
     worst_value,
 )
 from odecli.paths import config_dir
+from odecli.registry import Command
 
 log = logging.getLogger("odecli")
-
-
-@dataclass
-class Command:
-    """How a CLI command maps to a primary config and the function that runs one job."""
-
-    name: str
-    config_name: str
-    experiment: str   # "module:Class", an odecli.engine.experiment.Experiment subclass
-    tag: str = ""     # appended to the run folder name, may use ${hydra.runtime.choices.X}
-    tag_group: str = ""  # the config group whose choice names single-run folders
-
-
-COMMANDS: dict[str, Command] = {
-    "train": Command("train", "train", "odecli.dynamics.experiment:DynamicsExperiment",
-                     "_${hydra.runtime.choices.system}", "system"),
-    "spiral-vae": Command("spiral-vae", "spiral_vae",
-                          "odecli.latent.spiral_experiment:SpiralVAE"),
-    "ecg-vae": Command("ecg-vae", "ecg_vae", "odecli.latent.ecg_experiment:EcgVAE"),
-    "cnf": Command("cnf", "cnf", "odecli.flows.experiment:CNFExperiment"),
-    "classify": Command("classify", "classify",
-                        "odecli.classify.experiment:ClassifyExperiment",
-                        "_${hydra.runtime.choices.classify_model}", "classify_model"),
-}
 
 
 @dataclass
@@ -72,6 +49,10 @@ class Outcome:
     sweep_dir: Path | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     errors: list[OdecliError] = field(default_factory=list)
+    # (run folder, metrics, trained experiment) of each job run in this process, kept only
+    # for a caller that asked (odecli.run): a sweep would otherwise hold every job's model
+    keep_trained: bool = False
+    trained: list[tuple[Path, dict[str, Any], Any]] = field(default_factory=list)
 
 
 def _register_resolvers() -> None:
@@ -84,11 +65,6 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()
-
-
-def load(path: str) -> Callable[..., Any]:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
@@ -138,6 +114,7 @@ def _hydra_call_state() -> Iterator[None]:
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    levels = [h.level for h in handlers]  # the job function quiets console handlers
     old_env = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach us; we print one line
     try:
@@ -152,9 +129,10 @@ def _hydra_call_state() -> Iterator[None]:
                 root.removeHandler(h)
                 with contextlib.suppress(Exception):
                     h.close()
-        for h in handlers:
+        for h, lv in zip(handlers, levels, strict=True):
             if h not in root.handlers:
                 root.addHandler(h)
+            h.setLevel(lv)
         root.setLevel(level)
         HydraConfig.instance().cfg = None
         GlobalHydra.instance().clear()
@@ -167,7 +145,7 @@ def compose(cmd: Command, overrides: list[str], with_hydra: bool = False) -> Any
 
     with _hydra_call_state(), initialize_config_dir(config_dir=str(config_dir()),
                                                     version_base="1.3"):
-        return hydra_compose(config_name=cmd.config_name, overrides=overrides,
+        return hydra_compose(config_name=cmd.config, overrides=overrides,
                              return_hydra_config=with_hydra)
 
 
@@ -193,7 +171,8 @@ class _JobFunction:
 
         from odecli.engine import rundir as runs
 
-        cmd = COMMANDS[self.cmd_name]
+        cmd = registry.get(self.cmd_name)
+        experiment_cls = cmd.experiment_class()
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         # The progress bar and the CLI's one-line summary or error own the terminal; log
         # records (evaluations, failures with their iteration) go to the run's log file.
@@ -207,7 +186,9 @@ class _JobFunction:
             with device_mod.thread_cap(thread_share(HydraConfig.get().launcher)):
                 from odecli.engine import loop
 
-                metrics = loop.run(load(cmd.experiment), cfg, run_dir)
+                metrics, trained = loop.train(experiment_cls, cfg, run_dir)
+            if _OUTCOME.keep_trained:
+                _OUTCOME.trained.append((run_dir, metrics, trained))
         except Interrupted as exc:
             # Past Hydra's per-job `except Exception`: Ctrl-C stops the whole sweep.
             raise _Stop(exc) from None
@@ -224,11 +205,12 @@ class _JobFunction:
             return {"status": f"failed: {exc}", "run_dir": str(run_dir)}
         if not bool(cfg.get("quiet", False)):
             summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                if k in SUMMARY_KEYS and isinstance(v, (int, float)))
+                                if k in summary_keys(experiment_cls)
+                                and isinstance(v, (int, float)))
             print(f"{cmd.name}: {metrics.get('status')}  {summary}\n  run folder: {run_dir}")
         if searching():
             return objective_value(metrics, str(cfg.get("objective") or
-                                                 load(cmd.experiment).objectives[0]))
+                                                 experiment_cls.objectives[0]))
         return {"status": metrics.get("status"), "run_dir": str(run_dir)}
 
 
@@ -240,16 +222,15 @@ class _Stop(BaseException):
         self.exc = exc
 
 
-SUMMARY_KEYS = ("error_rel", "extrap_error_rel", "reconstruction_mse", "gap_mse",
-                "extrapolation_forward_mse", "extrapolation_backward_mse",
-                "extrapolation_right_mse", "extrapolation_left_mse", "test_accuracy",
-                "test_nll", "nll_gap", "seconds_per_iter",
-                "wall_seconds")
+def summary_keys(experiment_cls: Any) -> tuple[str, ...]:
+    """The metrics a finished run's one-line summary shows: the family's, then timing."""
+    return (*experiment_cls.summary_keys, "seconds_per_iter", "wall_seconds")
 
 
 def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
            cfg: str | None = None, package: str | None = None, resolve: bool = False,
-           info: str | None = None, overwrite: bool = False) -> Outcome:
+           info: str | None = None, overwrite: bool = False, keep_trained: bool = False
+           ) -> Outcome:
     """Run a command through Hydra's CLI driver; raises OdecliError with a one-line message.
 
     Before Hydra runs, every job's config is validated (bad input writes nothing), `resume=`
@@ -262,7 +243,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
 
     from odecli.launch import resume as resume_mod
 
-    cmd = COMMANDS[cmd_name]
+    cmd = registry.get(cmd_name)
     if multirun and (cfg or info):
         raise OdecliError("-m/--multirun cannot be combined with --cfg or --info; "
                           "drop -m to see the composed config")
@@ -332,7 +313,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         argv[:0] = ["--info", info]
     parser = get_args_parser()
     parsed = parser.parse_args(argv)
-    outcome = Outcome()
+    outcome = Outcome(keep_trained=keep_trained)
     global _OUTCOME
     _OUTCOME = outcome
     sweep_recorder = _SweepRecorder()
@@ -344,7 +325,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             resume_mod.backup_hydra_files(run_dir)
         try:
             _run_hydra(args=parsed, args_parser=parser, task_function=_job(cmd_name),
-                       config_path=str(config_dir()), config_name=cmd.config_name)
+                       config_path=str(config_dir()), config_name=cmd.config)
         except _Stop as stop:
             raise stop.exc from None
         except OdecliError:
@@ -379,7 +360,7 @@ def validate(cmd: Command, overrides: list[str]) -> Any:
     job = composed.copy()
     with open_dict(job):
         job.pop("hydra", None)
-    experiment = load(cmd.experiment)
+    experiment = cmd.experiment_class()
     experiment.validate(job)
     objective = job.get("objective")
     if objective is not None and objective not in experiment.objectives:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from odecli import registry
 from odecli.launch import overrides as ov
 from odecli.paths import config_dir
-
-# command -> (preset group, the key each of its options sets to the option's name)
-PRESETS: dict[str, tuple[str, str]] = {"cnf": ("cnf_data", "data.name")}
 
 
 def preset_keys(group: str, option: str) -> set[str]:
@@ -35,9 +33,10 @@ def preset_keys(group: str, option: str) -> set[str]:
 def note(command: str, composed: Any, overrides: list[str]) -> str | None:
     """What to tell a job whose dataset key was set on the command line to another dataset
     than its preset option's, or None."""
-    if command not in PRESETS:
+    preset = registry.get(command).preset
+    if preset is None:
         return None
-    group, key = PRESETS[command]
+    group, key = preset
     given = ov.keys([o for o in overrides if "=" in o])  # (not `~key` deletions)
     if key not in given:
         return None

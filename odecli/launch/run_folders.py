@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odecli import registry
 from odecli.engine import rundir as runs
 from odecli.errors import OdecliError
 from odecli.launch import overrides
@@ -25,8 +26,6 @@ ALIASES: dict[str, dict[str, str]] = {
     runs.HISTORY: {"loss": "train_loss", "nfe_forward": "nfe_forward_step",
                    "nfe_backward": "nfe_backward_step"},
 }
-# Dataset of a run whose metrics.json names no `system` (old VAE folders, unfinished runs).
-DATASETS = {"spiral-vae": "spirals", "ecg-vae": "ecg"}
 # Overrides that never describe the experiment itself.
 IGNORED_PREFIXES = ("hydra.", "hydra/", "resume", "quiet", "plots.")
 
@@ -113,7 +112,8 @@ def _system(command: str, metrics: dict[str, Any], config: dict[str, Any]) -> st
     data = metrics.get("data")
     if command == "ecg-vae" and isinstance(data, dict) and data.get("record") is not None:
         return f"mitdb/{data['record']}"
-    return DATASETS.get(command, "")
+    cmd = registry.COMMANDS.get(command)
+    return cmd.dataset if cmd else ""
 
 
 def _fill_from_history(metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:

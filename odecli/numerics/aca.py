@@ -42,10 +42,8 @@ from odecli.numerics.backend import (
     _interp_evaluate,
     _runge_kutta_step,
 )
+from odecli.numerics.methods import FIXED_RK, REPLAYABLE
 
-ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_RK = ("euler", "midpoint", "heun2", "heun3", "rk4")
-SUPPORTED = ADAPTIVE_RK + FIXED_RK
 # step_t/jump_t move step ends off t0 + dt and re-evaluate the field at jumps; perturb shifts
 # stage times. Refused rather than silently approximated.
 UNSUPPORTED_OPTIONS = ("step_t", "jump_t", "perturb")
@@ -58,8 +56,8 @@ State = torch.Tensor | tuple[torch.Tensor, ...]  # torchdiffeq accepts both
 
 def unsupported_reason(method: str, options: dict[str, Any] | None) -> str | None:
     """Why `gradient=checkpoint` cannot run this solver configuration, or None if it can."""
-    if method not in SUPPORTED:
-        return (f"gradient=checkpoint supports the Runge-Kutta solvers ({', '.join(SUPPORTED)}),"
+    if method not in REPLAYABLE:
+        return (f"gradient=checkpoint supports the Runge-Kutta solvers ({', '.join(REPLAYABLE)}),"
                 f" not '{method}'; use gradient=direct or gradient=adjoint with it")
     bad = sorted(set(options or {}) & set(UNSUPPORTED_OPTIONS))
     if bad:

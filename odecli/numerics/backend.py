@@ -8,8 +8,8 @@ changes meaning. Every private name is imported here, and a missing one (or a mi
 stops odecli at import with one line saying which torchdiffeq is installed, what is missing and
 which range odecli is tested with.
 
-odecli's solver list is its own (`METHODS`, one config per method in configs/solver/);
-solvers a newer torchdiffeq adds to its table are ignored, not offered.
+odecli's solver list is its own (`numerics/methods.py`, one config per method in
+configs/solver/); solvers a newer torchdiffeq adds to its table are ignored, not offered.
 """
 
 from __future__ import annotations
@@ -22,17 +22,11 @@ from typing import Any
 import torchdiffeq
 
 from odecli.errors import OdecliError
+from odecli.numerics.methods import METHODS
 
 # Keep in step with the torchdiffeq requirement in pyproject.toml. 0.2.5 is the floor: 0.2.3
 # lacks heun2 and heun3, 0.2.4 lacks heun2.
 TESTED_RANGE = "torchdiffeq>=0.2.5,<0.3"
-
-# The solvers odecli supports and has configs for, in torchdiffeq 0.2.5's table order (error
-# messages and listings show them in this order).
-METHODS: tuple[str, ...] = (
-    "dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2",
-    "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver",
-)
 
 # Every private name odecli uses: module -> names in it.
 PRIVATE: dict[str, tuple[str, ...]] = {
@@ -94,6 +88,7 @@ def _load() -> dict[str, Any]:
 
 
 _found = _load()
+TORCHDIFFEQ_VERSION: str = getattr(torchdiffeq, "__version__", "unknown")
 
 # odecli's view of the table: its own methods only, in METHODS order.
 SOLVERS: dict[str, Any] = {m: _found["SOLVERS"][m] for m in METHODS}

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from odecli.numerics import aca
+from odecli.numerics.methods import FAST_LOOP
 from odecli.numerics.rk_step import (
     Norm,
     combo,
@@ -46,7 +47,6 @@ from odecli.numerics.rk_step import (
     tableau,
 )
 
-METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 OPTIONS = ("first_step", "safety", "ifactor", "dfactor", "min_step", "max_step",
            "max_num_steps")
 # solver.compile=auto compiles a run's steps from this many training iterations on. Measured
@@ -60,7 +60,7 @@ Counter = Callable[[int], None]
 
 def supported(method: str, rtol: Any, atol: Any, options: dict[str, Any] | None) -> bool:
     """Whether the fast loop takes this solve (otherwise torchdiffeq does)."""
-    return (method in METHODS and set(options or {}) <= set(OPTIONS)
+    return (method in FAST_LOOP and set(options or {}) <= set(OPTIONS)
             and all(isinstance(v, (int, float)) for v in (rtol, atol)))
 
 

@@ -1,14 +1,16 @@
 """Schemas of the config groups every command shares: solver, gradient, device.
 
 The names a group offers come from the code that implements them (solver methods and gradient
-modes from numerics/solve.py) or are listed here and mapped by that code (device names and
+modes from numerics/methods.py) or are listed here and mapped by that code (device names and
 dtypes, mapped to torch in numerics/device.py), so a config cannot name what does not exist.
 """
 
 from __future__ import annotations
 
-from odecli.fields import Bool, Choice, Float, Free, Int, Rule, Schema, Tagged, Union
-from odecli.numerics.solve import ADAPTIVE, GRADIENTS, METHODS
+from typing import Any
+
+from odecli.fields import Bool, Choice, Float, Free, Int, Rule, Schema, Tagged, Union, yaml_node
+from odecli.numerics.methods import ADAPTIVE, GRADIENTS, METHODS
 
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
@@ -54,3 +56,22 @@ DEVICE = Tagged(
 
 # The groups every command composes, as its config's top-level keys.
 RUNTIME = {"solver": SOLVER, "gradient": GRADIENT, "device": DEVICE}
+
+
+def solver_defaults(method: str) -> dict[str, Any]:
+    """configs/solver/<method>.yaml as a run composes it (its `X@_here_` defaults first,
+    then its own keys): where a spec built in code gets the values it was not given."""
+    SOLVER.fields["method"].check(method, "solver.method")
+    own = yaml_node(f"solver/{method}.yaml")
+    merged: dict[str, Any] = {}
+    for entry in own.pop("defaults", []):
+        if isinstance(entry, str) and entry.endswith("@_here_"):
+            merged.update(yaml_node(f"solver/{entry.removesuffix('@_here_')}.yaml"))
+    merged.update(own)
+    return merged
+
+
+def gradient_defaults(name: str) -> dict[str, Any]:
+    """configs/gradient/<name>.yaml: the mode's own keys (only the adjoint has any)."""
+    GRADIENT.choice.check(name, "gradient.name")
+    return yaml_node(f"gradient/{name}.yaml")

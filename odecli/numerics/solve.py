@@ -7,9 +7,10 @@ trainer and the latent VAE alike.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,12 +19,17 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from odecli.errors import ConfigError, SolverError, one_line
 from odecli.numerics import aca, rk
-from odecli.numerics.backend import METHODS as METHODS
+from odecli.numerics.methods import (
+    ADAPTIVE,
+    FAST_LOOP,
+    FIXED_GRID,
+    GRADIENTS,
+    METHODS,
+    REPLAYABLE,
+)
 
-FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
-              "fixed_adams")
-ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver")
-GRADIENTS = ("checkpoint", "adjoint", "direct")
+__all__ = ["ADAPTIVE", "FIXED_GRID", "GRADIENTS", "METHODS", "CountingField", "SolverSpec",
+           "StepAborted", "check_finite", "solve", "translate_failure"]
 # Options torchdiffeq understands; it only warns on others, which hides typos, so we refuse.
 _ADAPTIVE_OPTIONS = {"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
                      "min_step", "max_step", "step_t", "jump_t", "norm", "dtype"}
@@ -36,48 +42,80 @@ UNDERFLOW_HINT = (
 )
 
 
+class _FromYaml:
+    """Marks a SolverSpec value not given: it is read from the method's or the gradient
+    mode's YAML file, the one place defaults live."""
+
+    def __repr__(self) -> str:
+        return "FROM_YAML"
+
+
+FROM_YAML: Any = _FromYaml()
+_SOLVER_KEYS = ("rtol", "atol", "step_size", "options", "fast", "compile")
+_GRADIENT_KEYS = {"adjoint_rtol": "rtol", "adjoint_atol": "atol", "seminorm": "seminorm"}
+
+
 @dataclass
 class SolverSpec:
-    """Everything needed to call torchdiffeq, read from `cfg.solver` and `cfg.gradient`."""
+    """Everything needed to call torchdiffeq, read from `cfg.solver` and `cfg.gradient`.
 
-    method: str = "dopri5"
-    rtol: float = 1e-5
-    atol: float = 1e-6
-    step_size: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    gradient: str = "checkpoint"
-    adjoint_rtol: float | None = None
-    adjoint_atol: float | None = None
-    seminorm: bool = False
-    fast: bool = True          # odecli's step loop (numerics/rk.py) where it applies
-    compile: bool | str = "auto"
+    Values not given come from configs/solver/<method>.yaml and configs/gradient/<name>.yaml
+    (a gradient mode's keys it does not have are None), so `SolverSpec("dopri5", "direct",
+    rtol=1e-8)` in a script or test has the same defaults as a run.
+    """
+
+    method: str
+    gradient: str
+    rtol: float | None = FROM_YAML
+    atol: float | None = FROM_YAML
+    step_size: float | None = FROM_YAML
+    options: dict[str, Any] = FROM_YAML
+    fast: bool = FROM_YAML          # odecli's step loop (numerics/rk.py) where it applies
+    compile: bool | str = FROM_YAML
+    adjoint_rtol: float | None = FROM_YAML
+    adjoint_atol: float | None = FROM_YAML
+    seminorm: bool | None = FROM_YAML
     notice: str | None = None  # a gradient substitution the run should log
+
+    def __post_init__(self) -> None:
+        from odecli.numerics import schema
+
+        if any(getattr(self, k) is FROM_YAML for k in _SOLVER_KEYS):
+            node = schema.solver_defaults(self.method)
+            for k in _SOLVER_KEYS:
+                if getattr(self, k) is FROM_YAML:
+                    setattr(self, k, copy.deepcopy(node[k]))
+        if any(getattr(self, k) is FROM_YAML for k in _GRADIENT_KEYS):
+            node = schema.gradient_defaults(self.gradient)
+            for attr, key in _GRADIENT_KEYS.items():
+                if getattr(self, attr) is FROM_YAML:
+                    setattr(self, attr, node.get(key))
 
     @property
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE
 
     @classmethod
-    def from_cfg(cls, solver: Mapping[str, Any], gradient: Mapping[str, Any] | None = None
-                 ) -> SolverSpec:
+    def from_cfg(cls, solver: Mapping[str, Any], gradient: Mapping[str, Any]) -> SolverSpec:
         """Build a spec from the `solver` and `gradient` nodes (Hydra nodes or dicts), checked
         by odecli.numerics.schema.
 
         Partial nodes are accepted, e.g. ({"method": "euler"}, {"name": "direct"}) for the
-        ODE-RNN encoder: keys they lack keep this class's values, and no gradient node means
-        gradient=checkpoint. A command's composed config is complete (its schema check says
-        so), so its YAML values are what a run uses.
+        ODE-RNN encoder: keys they lack come from the method's and the mode's YAML files. A
+        command's composed config is complete (its schema check says so).
         """
         from odecli.numerics import schema
 
         s = schema.SOLVER.check(solver, "solver", partial=True)
-        g = schema.GRADIENT.check({"name": "checkpoint"} if gradient is None else gradient,
-                                  "gradient", partial=True)
-        spec = cls(**{k: s[k] for k in ("method", "rtol", "atol", "step_size", "fast",
-                                        "compile")
-                      if s.get(k) is not None})
+        g = schema.GRADIENT.check(gradient, "gradient", partial=True)
+        if "method" not in s:
+            raise ConfigError("solver.method is missing from the config")
+        spec = cls(s["method"], g["name"],
+                   **{k: s[k] for k in ("rtol", "atol", "step_size", "fast", "compile")
+                      if k in s},
+                   **{attr: g[key] for attr, key in _GRADIENT_KEYS.items() if key in g})
         method, name = spec.method, g["name"]
-        options = dict(s.get("options") or {})
+        options = dict((s["options"] if "options" in s else spec.options) or {})
         allowed = (_SCIPY_OPTIONS if method == "scipy_solver"
                    else _ADAPTIVE_OPTIONS if method in ADAPTIVE else _FIXED_OPTIONS)
         unknown = sorted(set(options) - allowed)
@@ -89,7 +127,6 @@ class SolverSpec:
             if key in options and (not _is_number(options[key]) or options[key] < 0):
                 raise ConfigError(f"solver.options.{key} must be a non-negative number")
         spec.options = options
-        spec.gradient = name
         if method == "scipy_solver" and name == "direct":
             raise ConfigError("solver=scipy_solver integrates outside torch, so nothing can be "
                               "backpropagated through it; use gradient=adjoint")
@@ -98,11 +135,8 @@ class SolverSpec:
             # unusable: they cannot be replayed step by step, so they keep the adjoint.
             spec.gradient = "adjoint"
             spec.notice = (f"gradient=checkpoint cannot replay {method}"
-                           + (" with these options" if method in aca.SUPPORTED else "")
+                           + (" with these options" if method in REPLAYABLE else "")
                            + "; using gradient=adjoint")
-        spec.adjoint_rtol = g.get("rtol", spec.adjoint_rtol)
-        spec.adjoint_atol = g.get("atol", spec.adjoint_atol)
-        spec.seminorm = g.get("seminorm", spec.seminorm)
         return spec
 
     @property
@@ -121,7 +155,7 @@ class SolverSpec:
                 why = "solver.fast=false"
             elif self.gradient == "adjoint":
                 why = "gradient=adjoint"
-            elif self.method not in rk.METHODS:
+            elif self.method not in FAST_LOOP:
                 why = f"{self.method} runs on torchdiffeq's loop"
             else:
                 why = f"{self.method} with these options runs on torchdiffeq's loop"
@@ -221,6 +255,18 @@ def solve(func: nn.Module, y0: State, t: torch.Tensor, spec: SolverSpec,
         if any(w in str(exc) for w in ("underflow", "max_num_steps", "non-finite")):
             raise translate_failure(exc) from exc
         raise
+    return out
+
+
+def reference(func: nn.Module, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A true solution to compare learned ones with: float64, dopri8 at rtol 1e-10 / atol
+    1e-12, landing on every output time (step_t: dopri8's interpolant between steps is far
+    less accurate than its steps); torchdiffeq's own loop, no gradient."""
+    spec = SolverSpec("dopri8", "direct", rtol=1e-10, atol=1e-12, options={"step_t": t},
+                      fast=False)
+    with torch.no_grad():
+        out = solve(func, y0, t, spec, grad=False)
+    assert isinstance(out, torch.Tensor)
     return out
 
 

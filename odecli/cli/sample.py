@@ -1,9 +1,8 @@
 """`odecli sample RUN --n N --out FILE`: draw points from a trained `cnf` run.
 
-The run's stored overrides are composed again (as `odecli eval` does), the reported model
-(the best validation state) is loaded from its checkpoint, and N base draws are carried from
-t=T back to the data. Everything is checked before anything is written: a bad count, file
-type or run is one `error:` line and no file.
+The run is loaded as `odecli.load` loads it (its reported model: the best validation state),
+and N base draws are carried from t=T back to the data. Everything is checked before
+anything is written: a bad count, file type or run is one `error:` line and no file.
 """
 
 from __future__ import annotations
@@ -34,37 +33,24 @@ def check_request(n: int, out: str) -> Path:
 
 def sample_run(run: str, n: int, out: str, seed: int, overrides: list[str]) -> Path:
     """Write n model samples of a `cnf` run to `out` (.npy array (n, 2), or .csv x,y)."""
-    from omegaconf import OmegaConf, open_dict
-
-    from odecli.engine import checkpoint, rundir
-    from odecli.launch import bridge
+    from odecli import api
     from odecli.launch import overrides as ov
     from odecli.launch import resume as resume_mod
+    from odecli.launch.run_folders import stored_command
 
     path = check_request(n, out)
     if seed < 0:
         raise OdecliError(f"--seed must be an integer >= 0, got {seed}")
     run_dir = resume_mod.run_folder(run)
-    state = checkpoint.read(run_dir / rundir.CHECKPOINT)
-    if state.get("command") != "cnf":
-        raise OdecliError(f"{run_dir} is a '{state.get('command', 'train')}' run; "
-                          "odecli sample draws from `odecli cnf` runs")
+    made_by = stored_command(run_dir) or "train"
+    if made_by != "cnf":
+        raise OdecliError(f"{run_dir} is a '{made_by}' run; odecli sample draws from "
+                          "`odecli cnf` runs")
     for o in overrides:
         if "=" not in o or not ov.within(ov.key(o), SAMPLE_KEYS):
             raise OdecliError(f"odecli sample cannot change '{o}'; it takes overrides of "
                               "solver, solver.* and device")
-    cmd = bridge.COMMANDS["cnf"]
-    merged = [o for o in resume_mod.merged_overrides(run_dir, overrides)
-              if not o.startswith("resume=")]
-    cfg = bridge.validate(cmd, merged)
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    exp = bridge.load(cmd.experiment)(cfg, run_dir)
-    checkpoint.check_compatible(state["config"], OmegaConf.to_container(cfg, resolve=True),
-                                f"checkpoint {run_dir}",
-                                SAMPLE_KEYS + ("plots", "quiet", "resume"))  # resume: a resumed run
-    checkpoint.load_modules(exp.modules(), state.get("best") or state["modules"], run_dir)
-    points = exp.sample(n, seed)
+    points = api.load(run_dir, overrides).sample(n, seed)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     if path.suffix == ".npy":
         with open(tmp, "wb") as fh:

@@ -1,0 +1,70 @@
+"""A learned vector field from Python: trajectories from any initial states, the field itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from odecli.engine.trained import TrainedModel
+from odecli.errors import ConfigError
+
+
+class TrainedSystem(TrainedModel):
+    """The field an `odecli train` run learned.
+
+    >>> import odecli
+    >>> run = odecli.run("train", ["system=lotka", "train.niters=20", "quiet=true",
+    ...                            "plots.enabled=false"])
+    >>> run.model.predict([[1.0, 1.0], [2.0, 1.0]], [0.0, 0.5, 1.0]).shape
+    (3, 2, 2)
+    >>> run.model.f(0.0, [1.0, 1.0]).shape
+    (2,)
+    """
+
+    @property
+    def dim(self) -> int:
+        """How many state variables the system has."""
+        return int(self.experiment.system.dim)
+
+    @property
+    def times(self) -> np.ndarray:
+        """The run's time grid: the training span, then the extrapolation window."""
+        return self.numpy(self.experiment.t_full)
+
+    @property
+    def truth(self) -> np.ndarray:
+        """The true trajectory on `times`, (len(times), dim)."""
+        return self.numpy(self.experiment.truth)
+
+    def predict(self, y0: Any, t: Any, solver: str | None = None, rtol: float | None = None,
+                atol: float | None = None, steps: int | None = None) -> np.ndarray:
+        """Trajectories of the learned field from initial states `y0` ((n, dim), or one
+        state (dim,)) at the increasing times `t`: (len(t), n, dim), or (len(t), dim) for one
+        state. The run's solver unless `solver`/`rtol`/`atol`/`steps` change it."""
+        y = self.tensor(y0, "y0", dims=(1, 2))
+        single = y.dim() == 1
+        y = y.reshape(-1, y.shape[-1])
+        self._check_dim(y, "y0")
+        tt = self.tensor(t, "t", dims=(1,))
+        if len(tt) < 2 or not bool((tt[1:] > tt[:-1]).all()):
+            raise ConfigError("t must hold at least two strictly increasing times")
+        spec = self.solver(solver, rtol, atol, steps)
+        with self.counting(self.experiment.counter):
+            out = self.experiment.rollout(y, tt, spec)
+        path = self.numpy(out)
+        return path[:, 0] if single else path
+
+    def f(self, t: float, y: Any) -> np.ndarray:
+        """The learned field dy/dt at time `t` and states `y` ((n, dim), or (dim,))."""
+        yy = self.tensor(y, "y", dims=(1, 2))
+        single = yy.dim() == 1
+        yy = yy.reshape(-1, yy.shape[-1])
+        self._check_dim(yy, "y")
+        out = self.numpy(self.experiment.velocity(float(t), yy))
+        return out[0] if single else out
+
+    def _check_dim(self, y: Any, name: str) -> None:
+        if y.shape[-1] != self.dim:
+            raise ConfigError(f"{name} must have {self.dim} values per state (the system's "
+                              f"variables), got {y.shape[-1]}")
