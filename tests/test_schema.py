@@ -40,8 +40,8 @@ ROOT = config_dir()
 CHECKS = {"train": dyn.check_train, "spiral-vae": lat.check_spiral_vae,
           "ecg-vae": lat.check_ecg_vae, "classify": cls.check_classify,
           "cnf": flw.check_cnf}
-SCHEMAS = {"train": dyn.CONFIG, "spiral-vae": lat.SPIRAL_VAE, "ecg-vae": lat.ECG_VAE,
-           "classify": cls.CONFIG, "cnf": flw.CONFIG}
+# each command's whole-config schema, as its experiment declares it
+SCHEMAS = {name: cmd.experiment_class().schema for name, cmd in COMMANDS.items()}
 
 
 def composed(command: str, overrides: list[str] | None = None) -> Any:
@@ -183,6 +183,7 @@ def _overrides() -> list[tuple[str, list[str]]]:
 @pytest.mark.parametrize("command,overrides", _overrides(),
                          ids=lambda x: x if isinstance(x, str) else ",".join(x) or "defaults")
 def test_composed_defaults_pass_and_no_key_is_orphaned(command, overrides):
+    assert set(SCHEMAS) == set(CHECKS)
     cfg = composed(command, overrides)
     out = CHECKS[command](cfg)
     from omegaconf import OmegaConf

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from odecli.classify import data as data_mod
 from odecli.classify import dial as dial_mod
-from odecli.classify import schema
+from odecli.classify import schema as schema_mod
 from odecli.classify.models import Classifier, n_params
 from odecli.classify.trained import TrainedClassifier
 from odecli.engine import rundir
@@ -44,7 +44,7 @@ def check(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(cfg.get(key), str):
             raise ConfigError(f"{key}={cfg.get(key)} replaces the whole {key} node; choose "
                               f"a {key} config with {group}={cfg.get(key)}")
-    settings = schema.check_classify(cfg)
+    settings = schema_mod.check_classify(cfg)
     spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
     if settings["train"]["tol_spread"] != 1 and not spec.adaptive:
         raise ConfigError(f"train.tol_spread={settings['train']['tol_spread']:g} scales an "
@@ -77,6 +77,7 @@ class ClassifyExperiment(NumpyBatches, Experiment):
     objectives: ClassVar[tuple[str, ...]] = ("test_error", "best_score", "final_loss")
     summary_keys: ClassVar[tuple[str, ...]] = ("test_accuracy",)
     trained_model = TrainedClassifier
+    schema = schema_mod.CONFIG
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("val_loss", "validation loss"),)
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from odecli.dynamics import data as data_mod
 from odecli.dynamics import models, systems
+from odecli.dynamics import schema as schema_mod
 from odecli.dynamics.schema import check_train
 from odecli.dynamics.trained import TrainedSystem
 from odecli.engine import rundir
@@ -38,6 +39,7 @@ class DynamicsExperiment(Experiment):
     progress_metric: ClassVar[tuple[str, str]] = ("error_rel", "err")
     summary_keys: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel")
     trained_model = TrainedSystem
+    schema = schema_mod.CONFIG
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)

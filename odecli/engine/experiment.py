@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from odecli.engine.trained import TrainedModel
+from odecli.fields import Schema
 from odecli.numerics.device import Runtime
 from odecli.numerics.solve import CountingField, SolverSpec
 
@@ -42,6 +43,9 @@ class Experiment:
     summary_keys: ClassVar[tuple[str, ...]] = ()
     # What `odecli.run` and `odecli.load` hand back: the family's TrainedModel subclass.
     trained_model: ClassVar[type[TrainedModel]] = TrainedModel
+    # The schema of the whole composed config (types and ranges of every key): the checks,
+    # tests/test_schema.py and the generated configuration reference read it.
+    schema: ClassVar[Schema]
 
     name: str  # system or dataset name (metrics.json `system`, titles, progress bar)
     opts: dict[str, Any]  # the checked `train` node (engine keys and the family's own)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment
+from odecli.flows import schema as schema_mod
 from odecli.flows import toy
 from odecli.flows.model import (
     CNFDynamics,
@@ -47,6 +48,7 @@ class CNFExperiment(Experiment):
         ("val_nll", "validation NLL (nats)"),)
     summary_keys: ClassVar[tuple[str, ...]] = ("test_nll", "nll_gap")
     trained_model = TrainedFlow
+    schema = schema_mod.CONFIG
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from odecli.latent import ecg_data, schema
+from odecli.latent import ecg_data
+from odecli.latent import schema as schema_mod
 from odecli.latent.masks import edge_mask, gap_mask, random_subset
 from odecli.latent.trained import TrainedEcgVAE
 from odecli.latent.vae import MaskedBatch, VAEExperiment, mean_score, mse
 
-ECG_TASKS = schema.TASKS  # the order of tasks.weights
+ECG_TASKS = schema_mod.TASKS  # the order of tasks.weights
 TITLES = {
     "reconstruction": "Reconstruction from a noisy, irregularly sampled beat",
     "gap": "Gap filling: a contiguous stretch removed",
@@ -100,7 +101,8 @@ class EcgVAE(VAEExperiment):
     summary_keys: ClassVar[tuple[str, ...]] = (
         "reconstruction_mse", "gap_mse", "extrapolation_right_mse", "extrapolation_left_mse")
     trained_model = TrainedEcgVAE
-    check_config = staticmethod(schema.check_ecg_vae)
+    schema = schema_mod.ECG_VAE
+    check_config = staticmethod(schema_mod.check_ecg_vae)
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)

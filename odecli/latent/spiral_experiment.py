@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from odecli.latent import schema
+from odecli.latent import schema as schema_mod
 from odecli.latent.masks import anchored_windows, partial_windows
 from odecli.latent.spirals import make_spirals, spiral_baselines
 from odecli.latent.trained import TrainedSpiralVAE
@@ -27,7 +27,8 @@ class SpiralVAE(VAEExperiment):
     summary_keys: ClassVar[tuple[str, ...]] = (
         "reconstruction_mse", "extrapolation_forward_mse", "extrapolation_backward_mse")
     trained_model = TrainedSpiralVAE
-    check_config = staticmethod(schema.check_spiral_vae)
+    schema = schema_mod.SPIRAL_VAE
+    check_config = staticmethod(schema_mod.check_spiral_vae)
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
