@@ -1,0 +1,133 @@
+"""Documentation that cannot drift from the code: every `odecli ...` command line in the README
+and the docs composes (its overrides exist and pass the schemas), and the generated
+configuration reference lists every key with its type, range and default."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from odecli.fields import job_node
+from odecli.launch.bridge import compose
+from odecli.launch.loading import LOAD_KEYS
+from odecli.launch.overrides import key, within
+from odecli.launch.sweeps import sweep_jobs
+from odecli.registry import COMMANDS
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+import reference  # noqa: E402
+
+READERS = {"eval": LOAD_KEYS, "sample": ("solver", "device")}
+FENCE = re.compile(r"^(\s*)```")
+
+
+def command_lines(text: str) -> list[str]:
+    """`odecli ...` lines inside fenced code blocks (a `$ ` prompt and `# comments` dropped;
+    a trailing backslash joins the next line)."""
+    out, inside, pending = [], False, ""
+    for line in text.splitlines():
+        if FENCE.match(line):
+            inside = not inside
+            continue
+        if not inside:
+            continue
+        line = pending + line.strip().removeprefix("$ ")
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        for part in line.split("&&"):
+            part = part.strip()
+            if part.startswith("odecli ") or part.startswith("python -m odecli "):
+                out.append(part.removeprefix("python -m ").split(" #")[0].strip())
+    return out
+
+
+def problems(line: str) -> list[str]:
+    """What is wrong with one documented command line (empty: it composes)."""
+    words = shlex.split(line)[1:]
+    if not words or words[0] in ("--help", "-h", "list", "report"):
+        return []
+    name, rest = words[0], words[1:]
+    if name in READERS:
+        overrides = [w for w in rest[1:] if "=" in w and not w.startswith("-")]
+        return [f"{line}: `odecli {name}` cannot change '{o}'" for o in overrides
+                if not within(key(o), (*READERS[name], "system.extrapolate"))]
+    if name not in COMMANDS:
+        return [f"{line}: no command '{name}'"]
+    cmd = COMMANDS[name]
+    flags = {"-m", "--multirun", "--overwrite", "--help", "-h", "--resolve"}
+    args, skip = [], False
+    for w in rest:
+        if skip:
+            skip = False
+        elif w in ("--cfg", "-c", "--package", "-p", "--info"):
+            skip = True
+        elif w not in flags:
+            args.append(w)
+    jobs = sweep_jobs(args) if ("-m" in rest or "--multirun" in rest) else [args]
+    found = []
+    for job in jobs:
+        try:
+            cfg = compose(cmd, job)
+            cmd.experiment_class().schema.check(job_node(cfg))
+        except Exception as exc:  # noqa: BLE001 - reported, one line per command
+            found.append(f"{line}: {' '.join(str(exc).split())[:200]}")
+    return found
+
+
+def documented() -> list[tuple[str, str]]:
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [(str(f.relative_to(ROOT)), line) for f in files
+            for line in command_lines(f.read_text())]
+
+
+def test_the_docs_hold_command_lines_to_check():
+    names = {shlex.split(line)[1] for _, line in documented()}
+    assert set(COMMANDS) <= names, set(COMMANDS) - names
+
+
+@pytest.mark.parametrize("where,line", documented())
+def test_every_documented_command_line_composes(where, line):
+    assert problems(line) == []
+
+
+def test_a_planted_wrong_key_fails_the_check():
+    text = "```bash\nodecli train system=lotka train.nitres=5\nodecli eval RUN model=deep\n```"
+    lines = command_lines(text)
+    assert lines == ["odecli train system=lotka train.nitres=5", "odecli eval RUN model=deep"]
+    assert "train.nitres" in problems(lines[0])[0]
+    assert "cannot change 'model=deep'" in problems(lines[1])[0]
+    assert problems("odecli train -m system=lotka,spiral train.lr=-1")  # every job checked
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_the_reference_lists_every_key_with_its_type_range_and_default(name):
+    from omegaconf import OmegaConf
+
+    page = reference.config_page(name)
+    cmd = COMMANDS[name]
+    cfg = OmegaConf.to_container(compose(cmd, []), resolve=True)
+    for path, kind, default in reference.rows(cmd.experiment_class().schema, cfg, ""):
+        assert f"| `{path}` | {kind.replace('|', '/')} | `{default}` |" in page, path
+    leaves = set(reference.flatten(cfg))
+    listed = set(re.findall(r"^\| `([^`]+)` \|", page, flags=re.M))
+    assert leaves <= listed | {k for k in leaves if k.startswith("logger")}
+    from odecli.paths import config_dir
+
+    for group in cmd.groups:
+        for option in sorted((config_dir() / group).glob("*.yaml")):
+            assert f"### `{group}={option.stem}`" in page, (group, option.stem)
+
+
+def test_a_field_is_described_by_its_own_rule():
+    from odecli.engine.schema import TRAIN
+
+    rows = dict((k, t) for k, t, _ in reference.rows(TRAIN, {"lr": 0.1, "niters": 5}, "train"))
+    assert rows["train.lr"] == "a positive number"
+    assert rows["train.niters"] == "a positive integer"
