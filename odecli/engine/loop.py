@@ -123,7 +123,8 @@ class Engine:
                 with progress.progress(o["niters"], f"{exp.command} {exp.name}",
                                        bool(self.cfg.get("quiet", False)),
                                        start=self.iteration) as bar:
-                    if self.iteration == 0 and exp.evaluate_at_start:
+                    # (a run resumed from a checkpoint at iteration 0 has that row already)
+                    if self.iteration == 0 and exp.evaluate_at_start and not self.history.rows:
                         self.record()
                     while self.iteration < o["niters"] and not stop:
                         self.step()
