@@ -1,4 +1,5 @@
-"""The configs/ tree ships inside the wheel, so a plain `pip install .` finds it anywhere."""
+"""The configs/ tree (and odecli's Hydra plugins) ship inside the wheel, so a plain
+`pip install .` finds them anywhere."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def test_wheel_contains_every_config_file(tmp_path: Path):
                 for p in config_dir().rglob("*.yaml")}
     assert "odecli/configs/train.yaml" in expected
     assert expected <= names
+    # Hydra instantiates launchers and sweepers only from the hydra_plugins namespace
+    assert {"hydra_plugins/odecli_plugins/slurm_launcher.py",
+            "hydra_plugins/odecli_plugins/continue_sweeper.py"} <= names
+    assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's plugins
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "odecli = odecli.cli:main" in entry

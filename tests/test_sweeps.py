@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, read_metrics
 
-from odecli.launch.sweeps import claim_dir, sweep_jobs, thread_share
+from odecli.launch.sweeps import SLURM_TARGET, claim_dir, sweep_jobs, thread_share
 
 QUICK = ["train.niters=4", "train.test_freq=2", "gradient=direct", "quiet=true",
          "plots.enabled=false", "system.data_size=60"]
@@ -114,6 +114,7 @@ def test_thread_share_per_launcher():
     assert thread_share({**joblib, "n_jobs": 2}) == max(1, cpus // 2)
     assert thread_share({"_target_": "hydra._internal.core_plugins.basic_launcher"}) is None
     assert thread_share({"_target_": "x.submitit.Slurm", "cpus_per_task": 4}) == 4
+    assert thread_share({"_target_": SLURM_TARGET, "cpus_per_task": 2}) == 2
 
 
 def test_slurm_example_config_composes(cli):
@@ -121,7 +122,22 @@ def test_slurm_example_config_composes(cli):
     res = cli("train", "--cfg", "hydra", "--package", "hydra.launcher",
               "hydra/launcher=slurm")
     assert res.exit_code == 0, res.stderr
-    assert "partition: gpu" in res.stdout and "gpus_per_node: 1" in res.stdout
+    # works on a CPU cluster as shipped: the default partition, no GPU, one CPU per job
+    for line in (f"_target_: {SLURM_TARGET}", "partition: null", "gpus_per_node: null",
+                 "cpus_per_task: 1", "timeout_min: 60", "max_num_timeout: 3"):
+        assert line in res.stdout, res.stdout
+
+
+def test_a_slurm_sweep_without_slurm_is_one_line_and_writes_nothing(cli, outputs,
+                                                                    monkeypatch, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    res = cli("train", "-m", "seed=0,1", "hydra/launcher=slurm", *QUICK)
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: hydra/launcher=slurm needs Slurm's sbatch and srun on PATH; run the sweep on "
+        "a login node of the cluster"]
+    assert not outputs.exists()
 
 
 def test_sweep_script_is_valid_bash():

@@ -21,14 +21,17 @@ from typing import Any
 from odecli import registry
 from odecli.engine.rundir import notice, outputs_root
 from odecli.errors import ConfigError, Interrupted, OdecliError
-from odecli.launch import claims, presets
+from odecli.launch import claims, continuation, presets
 from odecli.launch import overrides as ov
 from odecli.launch.run_folders import stored_command
 from odecli.launch.sweeps import (
     MultirunFailed,
     _SweepRecorder,
     claim_dir,
+    failure_message,
+    launcher_preflight,
     objective_value,
+    register_plugins,
     searching,
     sweep_failures,
     sweep_jobs,
@@ -254,6 +257,11 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     resume_dir = resume_mod.target(args)
     target: Path | None = None  # the folder this command claims
     extra: list[str] = []
+    # resume= of a sweep folder (or of a Slurm sweep's job): continue the sweep in place
+    cont = (continuation.from_resume(cmd.name, args, resume_dir)
+            if resume_dir is not None and not showing else None)
+    if cont is not None:
+        args, multirun, resume_dir = cont.args, True, None
     if resume_dir is not None:
         if multirun:
             raise OdecliError("resume= continues one run and cannot be combined with -m")
@@ -265,8 +273,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         args = resume_mod.merged_overrides(run_dir, args)
     args = [ov.absolute_path(o) for o in args]
     if not showing:
-        jobs = sweep_jobs(args) if multirun else [args]
-        composed = None
+        jobs = [] if cont is not None else sweep_jobs(args) if multirun else [args]
+        composed = cont.plan(lambda job: validate(cmd, job)) if cont is not None else None
         notes: list[str] = []
         for i, job in enumerate(jobs):
             try:
@@ -281,17 +289,25 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                 notes.append(told)
         for told in notes:
             notice(log, told)
+        if multirun:  # what the cluster would refuse, before any folder exists
+            launcher_preflight(composed, len(cont.batch) if cont is not None else len(jobs))
         check_writable(args, multirun)  # after validating: bad input creates no folder
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         if resume_dir is not None:
             resume_mod.check(run_dir, composed)
             target = run_dir
+        elif cont is not None:
+            target = cont.sweep_dir
         elif key in given:
             # the folder as it resolves now (it may hold ${now:...}), passed on resolved so
             # Hydra writes where the claim is
             target = Path(str(composed.hydra.sweep.dir if multirun else composed.hydra.run.dir)
                           ).expanduser().resolve()
             args = [o for o in args if ov.key(o) != key]
+            if multirun and not overwrite:  # the same sweep again: continue it
+                cont = continuation.from_rerun(cmd.name, target, args)
+                if cont is not None:
+                    cont.plan(lambda job: validate(cmd, job))
         elif multirun:
             target = claim_dir(outputs_root() / "multirun", "")
         else:
@@ -300,6 +316,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                 tag = "_" + str(composed.hydra.runtime.choices.get(cmd.tag_group))
             target = claim_dir(outputs_root() / cmd.name, tag)
         extra.append(f"{key}={ov.quote(str(target))}")
+    if cont is not None:
+        args = cont.hydra_args()
     argv = args + extra + default_hydra_overrides(cmd, args + extra)
     if multirun:
         argv.insert(0, "--multirun")
@@ -317,16 +335,24 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     global _OUTCOME
     _OUTCOME = outcome
     sweep_recorder = _SweepRecorder()
-    holding = (claims.claim(target, cmd.name, resume=resume_dir is not None,
+    holding = (claims.claim(target, cmd.name, resume=resume_dir is not None or cont is not None,
                             overwrite=overwrite, sweep=multirun)
                if target is not None else contextlib.nullcontext())
     with holding, _hydra_call_state(), sweep_recorder:
         if resume_dir is not None:
             resume_mod.backup_hydra_files(run_dir)
+        if cont is not None:
+            cont.prepare()
+        if multirun:
+            register_plugins()
         try:
             _run_hydra(args=parsed, args_parser=parser, task_function=_job(cmd_name),
                        config_path=str(config_dir()), config_name=cmd.config)
         except _Stop as stop:
+            if multirun and sweep_recorder.sweep_dir is not None:  # say how to go on
+                raise Interrupted(f"{stop.exc}; continue the whole sweep with: odecli "
+                                  f"{cmd.name} resume={sweep_recorder.sweep_dir}",
+                                  stop.exc.signum, stop.exc.run_dir) from None
             raise stop.exc from None
         except OdecliError:
             raise
@@ -338,8 +364,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     if multirun:
         outcome.failures = sweep_failures(outcome.sweep_dir) if outcome.sweep_dir else []
         if outcome.failures:
-            names = "; ".join(f"job {Path(d).name}: {r}" for d, r in outcome.failures)
-            raise MultirunFailed(f"{len(outcome.failures)} job(s) failed: {names}")
+            raise MultirunFailed(failure_message(cmd.name, outcome.sweep_dir,
+                                                 outcome.failures))
     return outcome
 
 

@@ -14,6 +14,25 @@ from typing import Any
 from odecli.errors import OdecliError
 from odecli.launch.overrides import hydra_message
 
+SLURM_TARGET = "hydra_plugins.odecli_plugins.slurm_launcher.SlurmLauncher"
+
+
+def register_plugins() -> None:
+    """Make odecli's launcher and sweeper (hydra_plugins/odecli_plugins) known to Hydra, whose
+    plugin scan misses them in an editable install."""
+    import importlib
+
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # scans first: our classes must subclass what it loaded
+    for name in ("slurm_launcher.SlurmLauncher", "continue_sweeper.ContinueSweeper"):
+        module, _, cls = name.partition(".")
+        with contextlib.suppress(ImportError):
+            found = getattr(importlib.import_module(f"hydra_plugins.odecli_plugins.{module}"),
+                            cls, None)
+            if found is not None:
+                plugins.register(found)
+
 
 def thread_share(launcher: Any) -> int | None:
     """CPU threads one job may use: cores // parallel jobs under joblib (jobs must not fight
@@ -24,7 +43,7 @@ def thread_share(launcher: Any) -> int | None:
         n = launcher.get("n_jobs", -1)
         n = cpus if n is None else (max(1, cpus + 1 + n) if n < 0 else max(1, n))
         return max(1, cpus // min(n, cpus))
-    if "submitit" in target:
+    if "submitit" in target or target == SLURM_TARGET.lower():
         per_task = launcher.get("cpus_per_task")
         return int(per_task) if isinstance(per_task, int) and per_task > 0 else None
     return None
@@ -83,20 +102,68 @@ class MultirunFailed(OdecliError):
 
 
 def sweep_failures(sweep_dir: Path) -> list[tuple[str, str]]:
-    """Jobs of a sweep whose metrics.json is missing or not 'ok'."""
+    """Jobs of a sweep whose metrics.json is missing or not 'ok' (with how their Slurm job
+    ended, where the sweep ran on Slurm), and Slurm jobs that never ran."""
     from odecli.engine import rundir as runs
+    from odecli.launch.slurm_queue import Ended, read_record
 
+    slurm = read_record(sweep_dir)
     failures = []
+    seen = set()
     for job in sorted((p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()),
                       key=lambda p: (len(p.name), p.name)):
+        seen.add(job.name)
+        info = slurm.get(int(job.name)) if job.name.isdigit() else None
+        ended = Ended(-1, **{k: info.get(k, "") for k in ("slurm_id", "state", "result",
+                                                            "detail")}) if info else None
         metrics = job / runs.METRICS
         if not metrics.exists():
-            failures.append((str(job), "no metrics.json (the job crashed)"))
+            failures.append((str(job), ended.reason() if ended and ended.result else
+                             "no metrics.json (the job crashed)"))
             continue
-        status = str(runs.read_json(metrics).get("status", "unknown"))
+        stored = runs.read_json(metrics)
+        status = str(stored.get("status", "unknown"))
+        if status == "interrupted" and stored.get("interrupted_by"):
+            status += f" by {stored['interrupted_by']}"
         if status != "ok":
+            if ended and ended.state not in ("", "COMPLETED"):
+                status += f" (Slurm job {ended.slurm_id} {ended.state})"
             failures.append((str(job), status))
+    for num, info in sorted(slurm.items()):
+        if str(num) not in seen and info.get("result") not in (None, "", "ok"):
+            ended = Ended(num, **{k: info.get(k, "") for k in ("slurm_id", "state", "result",
+                                                                "detail")})
+            failures.append((str(Path(sweep_dir) / str(num)), "never ran: " + ended.reason()))
     return failures
+
+
+def failure_message(command: str, sweep_dir: Path | None, failures: list[tuple[str, str]]
+                    ) -> str:
+    """The one line naming every failed job, and how to continue the unfinished ones."""
+    names = "; ".join(f"job {Path(d).name}: {r}" for d, r in failures)
+    text = f"{len(failures)} job(s) failed: {names}"
+    unfinished = [r for _, r in failures if not r.startswith("failed")]
+    if unfinished and sweep_dir is not None:
+        text += f"; continue the unfinished job(s) with: odecli {command} resume={sweep_dir}"
+    return text
+
+
+def launcher_preflight(composed: Any, n_jobs: int) -> None:
+    """Ask the sweep's launcher, before any folder exists, whether it can run these jobs
+    (Slurm: `sbatch --test-only`)."""
+    launcher = None
+    with contextlib.suppress(Exception):
+        launcher = composed.hydra.launcher
+    if launcher is None or str(launcher.get("_target_", "")) != SLURM_TARGET:
+        return
+    from omegaconf import open_dict
+
+    from odecli.launch import slurm
+
+    job = composed.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    slurm.preflight(launcher, n_jobs, job)
 
 
 class _SweepRecorder:

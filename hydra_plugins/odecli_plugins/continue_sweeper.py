@@ -1,0 +1,16 @@
+"""`hydra.sweeper._target_` for a continued sweep (the logic: odecli.launch.continuation).
+
+Defined here, not in odecli.launch: Hydra's plugin scan re-executes its core plugin modules,
+so a subclass of BasicSweeper made before the scan would no longer match the class that
+BasicSweeper's own methods name."""
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+from odecli.launch import continuation
+
+
+class ContinueSweeper(BasicSweeper):
+    """Launches only the unfinished jobs of a sweep, each in its own folder."""
+
+    def sweep(self, arguments: list[str]) -> object:
+        return continuation.sweep(self)
