@@ -168,12 +168,13 @@ def test_the_shipped_slurm_config_fits_a_cpu_node(slurm, tmp_path):
     ("hydra.launcher.gpus_per_node=1", "Invalid generic resource (gres) specification"),
     ("hydra.launcher.cpus_per_task=64", "Requested node configuration is not available"),
     ("hydra.launcher.partition=gpu", "invalid partition specified: gpu"),
+    ("device=cuda", "device=cuda on Slurm needs a GPU per job"),
 ])
 def test_what_slurm_refuses_is_one_line_before_any_folder(slurm, cli, outputs, override,
                                                          message):
     res = cli("train", "-m", "seed=0,1", *SLURM, override, *TINY)
     assert res.exit_code == 2
-    assert message in error_line(res.stderr) and "Slurm refuses" in res.stderr
+    assert message in error_line(res.stderr)
     assert not outputs.exists() or not any(outputs.rglob("*"))
 
 

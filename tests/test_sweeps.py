@@ -132,7 +132,8 @@ def test_a_slurm_sweep_without_slurm_is_one_line_and_writes_nothing(cli, outputs
                                                                     monkeypatch, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
-    res = cli("train", "-m", "seed=0,1", "hydra/launcher=slurm", *QUICK)
+    # device=cuda passes the check here (a login node has no GPU): the jobs' nodes check it
+    res = cli("train", "-m", "seed=0,1", "hydra/launcher=slurm", "device=cuda", *QUICK)
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
         "error: hydra/launcher=slurm needs Slurm's sbatch and srun on PATH; run the sweep on "

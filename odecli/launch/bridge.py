@@ -387,12 +387,25 @@ def validate(cmd: Command, overrides: list[str]) -> Any:
     with open_dict(job):
         job.pop("hydra", None)
     experiment = cmd.experiment_class()
-    experiment.validate(job)
+    with _checking_for(composed):
+        experiment.validate(job)
     objective = job.get("objective")
     if objective is not None and objective not in experiment.objectives:
         raise ConfigError(f"objective '{objective}' is not a metric odecli {cmd.name} can "
                           f"minimise; choose one of: {', '.join(experiment.objectives)}")
     return composed
+
+
+def _checking_for(composed: Any) -> contextlib.AbstractContextManager[None]:
+    """Jobs a cluster launcher runs elsewhere are checked as for their nodes (no GPU here
+    is no reason to refuse device=cuda)."""
+    from odecli.launch.sweeps import SLURM_TARGET
+    from odecli.numerics import device as device_mod
+
+    launcher = composed.hydra.get("launcher") or {}
+    if str(launcher.get("_target_", "")) == SLURM_TARGET:
+        return device_mod.checked_for_elsewhere()
+    return contextlib.nullcontext()
 
 
 def unknown_key_message(cmd: Command, key: str) -> str:

@@ -49,6 +49,22 @@ def thread_cap(cap: int | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# Set while checking jobs that a cluster launcher runs on its own nodes (odecli.launch).
+_ELSEWHERE = False
+
+
+@contextlib.contextmanager
+def checked_for_elsewhere() -> Iterator[None]:
+    """Check configs of jobs that will run on other machines (Slurm): device=cuda is not
+    refused for want of a GPU here, on a login node; each job checks on its own node."""
+    global _ELSEWHERE
+    old, _ELSEWHERE = _ELSEWHERE, True
+    try:
+        yield
+    finally:
+        _ELSEWHERE = old
+
+
 @dataclass
 class Runtime:
     device: torch.device
@@ -62,7 +78,9 @@ def setup(cfg: Mapping[str, Any]) -> Runtime:
     threads = torch.get_num_threads() if d["threads"] is None else d["threads"]
     if _THREAD_CAP is not None:
         threads = min(threads, _THREAD_CAP)
-    if d["name"] == "cuda":
+    if d["name"] == "cuda" and _ELSEWHERE and not torch.cuda.is_available():
+        device = torch.device("cpu")  # only checking: the job's node has the GPU
+    elif d["name"] == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
                 "device=cuda was asked for but CUDA is not available on this machine; "
