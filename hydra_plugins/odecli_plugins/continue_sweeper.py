@@ -6,11 +6,15 @@ BasicSweeper's own methods name."""
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-from odecli.launch import continuation
+try:
+    from odecli.launch import continuation
+except ImportError:  # an odecli without it (another checkout on this Python): offer nothing
+    continuation = None
 
+if continuation is not None:
 
-class ContinueSweeper(BasicSweeper):
-    """Launches only the unfinished jobs of a sweep, each in its own folder."""
+    class ContinueSweeper(BasicSweeper):
+        """Launches only the unfinished jobs of a sweep, each in its own folder."""
 
-    def sweep(self, arguments: list[str]) -> object:
-        return continuation.sweep(self)
+        def sweep(self, arguments: list[str]) -> object:
+            return continuation.sweep(self)

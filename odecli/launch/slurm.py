@@ -197,9 +197,8 @@ class SlurmLauncher(_SubmititSlurmLauncher):  # type: ignore[misc]
             watch.run()
         except KeyboardInterrupt:
             pass
-        from odecli.launch.sweeps import sweep_failures
-
-        stopped = len(sweep_failures(sweep_dir))
+        stopped = sum(1 for n in watch.jobs
+                      if n not in watch.ended or watch.ended[n].result != "ok")
         raise Interrupted(f"interrupted: the sweep's Slurm jobs are cancelled ({stopped} job(s) "
                           f"unfinished); continue them with: odecli {self._command()} "
                           f"resume={sweep_dir}", signal.SIGINT, str(sweep_dir))
