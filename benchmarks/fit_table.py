@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-SYSTEMS = ["spiral", "spiral_cubic", "random", "lotka", "lotka_linear", "nonlinear", "mlp"]
+SYSTEMS = ["spiral", "spiral_cubic", "random", "lotka", "lotka_linear", "nonlinear", "mlp",
+           "lorenz", "fitzhugh_nagumo", "pendulum", "sir"]  # the last four: equation presets
 TARGET = 0.05
 
 

@@ -48,7 +48,7 @@ _RUNTIME = ("solver", "gradient", "device", "logger")
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command(
-        "train", "train", "odecli.dynamics.experiment:DynamicsExperiment",
+        "train", "train", "odecli.dynamics.dispatch:TrainExperiment",
         "Learn a dynamical system with a neural ODE.",
         ("system", "model", "solver", "gradient", "device", "experiment", "logger"),
         examples=("odecli train system=lotka solver=dopri5",

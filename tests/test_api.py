@@ -120,6 +120,27 @@ def test_train_predictions_equal_eval(outputs, cli):
     assert f.shape == (3, 2) and np.allclose(f, exp.field_numpy(m.truth[:3], 0.0))
 
 
+def test_data_file_predictions_equal_eval(outputs, cli):
+    from odecli.dynamics import tabular
+
+    r = odecli.run("train", ["system=hare_lynx", *FAST, "train.niters=4"])
+    ev = _eval(cli, r.run_dir)
+    m = odecli.load(r.run_dir)
+    exp = m.experiment
+    assert m.variables == ["hare", "lynx"] and set(m.trajectories)
+    held = []
+    for part in exp.split.test:  # forecast: from the last training state, after it
+        path = m.predict(part.start_y, np.concatenate([[part.start_t], part.t]))
+        held.append(path[1:])
+    again = tabular.errors(held, exp.split.test, exp.scale)["rel"]
+    assert again == pytest.approx(ev["heldout_error_rel"], rel=1e-6)
+    rate = m.f(1900.0, [30.0, 4.0])
+    assert rate.shape == (2,) and np.allclose(rate, exp.field_in_data_units(
+        np.array([[30.0, 4.0]]), 1900.0)[0])
+    with pytest.raises(AttributeError, match="one time grid per trajectory"):
+        _ = m.times
+
+
 def test_classify_predictions_equal_eval(outputs, cli):
     r = odecli.run("classify", CLASSIFY)
     ev = _eval(cli, r.run_dir)

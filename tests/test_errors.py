@@ -9,7 +9,9 @@ from conftest import FAST, read_metrics, run_dirs
 
 @pytest.mark.parametrize("args,message", [
     (["system=nope"], "error: Could not find 'system/nope'. Available options in 'system': "
-                      "lotka, lotka_linear, mlp, nonlinear, random, spiral, spiral_cubic\n"),
+                      "equations, file, fitzhugh_nagumo, hare_lynx, lorenz, lotka, "
+                      "lotka_linear, mlp, nonlinear, pendulum, random, sir, spiral, "
+                      "spiral_cubic\n"),
     (["solver=rk5"], "Available options in 'solver': adaptive_heun"),
     (["train.niters=abc"], "train.niters must be a positive integer, got 'abc'"),
     (["train.niters=0"], "train.niters must be a positive integer, got 0"),

@@ -28,6 +28,7 @@ def test_wheel_contains_every_config_file(tmp_path: Path):
     assert {"hydra_plugins/odecli_plugins/slurm_launcher.py",
             "hydra_plugins/odecli_plugins/continue_sweeper.py"} <= names
     assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's plugins
+    assert "odecli/dynamics/datasets/hare_lynx.csv" in names  # system=hare_lynx, offline
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "odecli = odecli.cli:main" in entry

@@ -15,9 +15,9 @@ import torch
 from omegaconf import DictConfig
 
 from odecli.dynamics import data as data_mod
-from odecli.dynamics import models, systems
 from odecli.dynamics import schema as schema_mod
-from odecli.dynamics.schema import check_train
+from odecli.dynamics import systems, ude
+from odecli.dynamics.schema import EQUATION_PRESETS, check_train
 from odecli.dynamics.trained import TrainedSystem
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment
@@ -32,7 +32,9 @@ class DynamicsExperiment(Experiment):
 
     command: ClassVar[str] = "train"
     evaluate_at_start: ClassVar[bool] = True
-    objectives: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel", "final_loss")
+    objectives: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel",
+                                             "heldout_error_rel", "missing_term_error_rel",
+                                             "final_loss")
     loss_figure_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("eval_loss", "eval loss (L1, training span)"),
         ("error_rel", "relative trajectory error"))
@@ -60,7 +62,11 @@ class DynamicsExperiment(Experiment):
                                if self.opts["sampling"] == "arclength" else None)
         centred = truth[: self.n_train] - truth[: self.n_train].mean(0)
         self.scale = float(centred.pow(2).sum(-1).mean().sqrt())
-        self.field = models.build(cfg.model, self.system.dim).to(dev, dt)
+        self.variables = self.system.variables
+        # figure labels: the equations' names; the built-in systems keep y_1, y_2
+        self.labels = self.variables if self.system.name in EQUATION_PRESETS \
+            else None
+        self.field = ude.build(cfg.model, self.system.dim, self.variables).to(dev, dt)
         if bool(cfg.model.normalize):
             self.field.fit_normalization(self.obs.t, self.obs.y)
         self.counter = solve.CountingField(self.field)
@@ -81,7 +87,7 @@ class DynamicsExperiment(Experiment):
         fraction, _ = data_mod.check_data(cfg.data)
         data_mod.check_window(data_mod.observed_count(len(system.t), fraction),
                               opts["batch_time"])
-        models.build(cfg.model, system.dim)
+        ude.build(cfg.model, system.dim, system.variables)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"field": self.field}
@@ -137,7 +143,12 @@ class DynamicsExperiment(Experiment):
         pred, nfe = self.predict()
         solve.check_finite(pred, "learned trajectory")
         self._last_pred = pred
-        return trajectory_errors(pred, self.truth, self.n_train, self.scale, nfe)
+        out = trajectory_errors(pred, self.truth, self.n_train, self.scale, nfe)
+        if isinstance(self.field, ude.HybridField) and self.field.net is not None:
+            out.update(ude.missing_term_error(
+                self.field, self.system.field, self.t_full[: self.n_train],
+                self.truth[: self.n_train], self.system.time_dependent))
+        return out
 
     def on_evaluation(self, iteration: int, evaluation: dict[str, float]) -> None:
         if bool(self.cfg.plots.gif) and self._last_pred is not None:
@@ -145,7 +156,8 @@ class DynamicsExperiment(Experiment):
 
     def test(self, last_eval: dict[str, float] | None) -> dict[str, Any]:
         ev = last_eval if last_eval else self.evaluate()
-        return {**ev, "scale": self.scale}
+        return {**ev, "scale": self.scale, "variables": list(self.variables),
+                **ude.describe(self.field)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"frames": [(i, torch.as_tensor(f)) for i, f in self.frames]}
@@ -168,15 +180,44 @@ class DynamicsExperiment(Experiment):
         obs_y = self.obs.y.cpu().numpy()
         iteration = history[-1]["iteration"] if history else 0
         title = f"{self.name}: iteration {iteration}"
-        plots.phase(run_dir / "phase.png", truth, pred_np, title, obs=obs_y,
-                    n_train=self.n_train)
+        t_split = float(t[self.n_train - 1]) if len(t) > self.n_train else None
+        if self.system.dim == 2:
+            plots.phase(run_dir / "phase.png", truth, pred_np, title, obs=obs_y,
+                        n_train=self.n_train, labels=self.labels)
+        elif self.system.dim > 2:
+            from odecli.dynamics import data_plots
+
+            data_plots.phase_grid(run_dir / "phase.png", self.variables, [truth],
+                                  None if pred_np is None else [pred_np], [obs_y], title,
+                                  truth_label="true")
         plots.time_series(run_dir / "time.png", t, truth, pred_np, title,
-                          t_obs=self.obs.t.cpu().numpy(), obs=obs_y,
-                          t_split=float(t[self.n_train - 1]) if len(t) > self.n_train else None)
-        plots.vector_field(run_dir / "vector_field.png", self.field_numpy, truth,
-                           f"{self.name}: learned field", t=float(t[0]))
-        if self.frames:
+                          t_obs=self.obs.t.cpu().numpy(), obs=obs_y, t_split=t_split,
+                          labels=self.labels)
+        if self.system.dim == 2:
+            plots.vector_field(run_dir / "vector_field.png", self.field_numpy, truth,
+                               f"{self.name}: learned field", t=float(t[0]),
+                               labels=self.labels)
+        if self.frames and self.system.dim >= 2:
             plots.training_gif(run_dir / "training.gif", truth, self.frames, self.name)
+        if isinstance(self.field, ude.HybridField):
+            self._ude_figure(run_dir / "ude.png", title)
+
+    @torch.no_grad()
+    def _ude_figure(self, path: Path, title: str) -> None:
+        """Known part, learned part and (the truth being known) the missing term over the
+        true trajectory's training span."""
+        from odecli.dynamics import data_plots
+
+        f, n = self.field, self.n_train
+        t, y = self.t_full[:n], self.truth[:n]
+        known = ude.rate_at(f.known, t, y, f.time_dependent)
+        learned = ude.rate_at(f.learned_part, t, self._augment(y), f.time_dependent)
+        true = ude.rate_at(self.system.field, t.double(), y.double(),
+                           self.system.time_dependent)
+        data_plots.ude_parts(path, t.cpu().numpy(), self.variables, known.cpu().numpy(),
+                             learned[:, : self.system.dim].cpu().numpy(),
+                             (true - known.double()).cpu().numpy(),
+                             f"{title}: known and learned parts")
 
     @torch.no_grad()
     def velocity(self, t: float, y: torch.Tensor) -> torch.Tensor:

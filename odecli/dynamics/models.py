@@ -87,20 +87,38 @@ class ODEField(nn.Module):
         self.t_offset: torch.Tensor | None = None
 
     @torch.no_grad()
-    def fit_normalization(self, t: torch.Tensor, y: torch.Tensor) -> None:
-        """Set input/output statistics from observed states y (time, dim) on times t."""
+    def fit_normalization(self, t: torch.Tensor, y: torch.Tensor,
+                          rates: torch.Tensor | None = None) -> None:
+        """Set input/output statistics from observed states y (time, dim) on times t.
+
+        `rates`: samples of what the network outputs, dy/dt (m, dim), where finite differences
+        of y along t are not it (several trajectories; the residual a known part leaves);
+        NaN marks a missing value in y or rates.
+        """
         d = self.dim
         seen = y**self.input_power
-        self.in_mean[:d] = seen.mean(0)
-        self.in_std[:d] = seen.std(0).clamp_min(1e-6)
-        if len(t) > 1:
-            dy = (y[1:] - y[:-1]) / (t[1:] - t[:-1]).unsqueeze(-1)
+        if torch.isnan(seen).any():
+            mean = seen.nanmean(0)
+            self.in_mean[:d] = mean
+            self.in_std[:d] = (seen - mean).pow(2).nanmean(0).sqrt().nan_to_num(1.0
+                                                                                  ).clamp_min(1e-6)
+        else:
+            self.in_mean[:d] = seen.mean(0)
+            self.in_std[:d] = seen.std(0).clamp_min(1e-6)
+        if rates is None and len(t) > 1:
+            rates = (y[1:] - y[:-1]) / (t[1:] - t[:-1]).unsqueeze(-1)
+        if rates is not None and len(rates):
             # "max": the network outputs O(1) even where the motion is fastest (the cubic
             # spiral's outer ring is 30x its mean speed); "mean" suits fields whose speed is
             # even along the path (the gated nonlinear system fits 10x better with it).
-            speed = dy.abs()
-            scale = {"max": speed.amax(0), "mean": speed.mean(0),
-                     "rms": speed.pow(2).mean(0).sqrt()}[self.output_scale]
+            speed = rates.abs()
+            if torch.isnan(speed).any():
+                scale = {"max": speed.nan_to_num(0.0).amax(0), "mean": speed.nanmean(0),
+                         "rms": speed.pow(2).nanmean(0).sqrt()}[self.output_scale]
+                scale = scale.nan_to_num(1.0)
+            else:
+                scale = {"max": speed.amax(0), "mean": speed.mean(0),
+                         "rms": speed.pow(2).mean(0).sqrt()}[self.output_scale]
             self.out_scale[:d] = scale.clamp_min(1e-6)
         self.t_mid.fill_(float((t.max() + t.min()) / 2))
         self.t_half.fill_(float(max((t.max() - t.min()) / 2, 1e-6)))

@@ -23,8 +23,14 @@ def _split_mark(ax: Any, t_split: float | None) -> None:
         ax.axvline(t_split, color="grey", lw=0.8, ls=":")
 
 
+def label(labels: Sequence[str] | None, i: int) -> str:
+    """Axis label of state i: its variable name, or $y_{i+1}$."""
+    return labels[i] if labels else f"$y_{i + 1}$"
+
+
 def phase(path: Path, y_true: np.ndarray, y_pred: np.ndarray | None, title: str,
-          obs: np.ndarray | None = None, n_train: int | None = None) -> None:
+          obs: np.ndarray | None = None, n_train: int | None = None,
+          labels: Sequence[str] | None = None) -> None:
     """Phase portrait: true solid, learned dashed, observations as dots."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5))
@@ -36,8 +42,8 @@ def phase(path: Path, y_true: np.ndarray, y_pred: np.ndarray | None, title: str,
                    zorder=3)
     if n_train is not None and n_train < len(y_true):
         ax.plot(*y_true[n_train - 1], "k|", ms=10, label="end of training span")
-    ax.set_xlabel("$y_1$")
-    ax.set_ylabel("$y_2$")
+    ax.set_xlabel(label(labels, 0))
+    ax.set_ylabel(label(labels, 1))
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     save(fig, path)
@@ -45,7 +51,7 @@ def phase(path: Path, y_true: np.ndarray, y_pred: np.ndarray | None, title: str,
 
 def time_series(path: Path, t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray | None,
                 title: str, t_obs: np.ndarray | None = None, obs: np.ndarray | None = None,
-                t_split: float | None = None) -> None:
+                t_split: float | None = None, labels: Sequence[str] | None = None) -> None:
     """Each state component against t; the dotted line marks the end of the training span."""
     plt = pyplot()
     dim = y_true.shape[1]
@@ -57,7 +63,7 @@ def time_series(path: Path, t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
         if obs is not None and t_obs is not None:
             ax.scatter(t_obs, obs[:, i], s=5, color="tab:orange", alpha=0.6, label="observed")
         _split_mark(ax, t_split)
-        ax.set_ylabel(f"$y_{i + 1}$")
+        ax.set_ylabel(label(labels, i))
     axes[0, 0].set_title(title)
     axes[0, 0].legend(loc="best", fontsize=8)
     axes[-1, 0].set_xlabel("t")
@@ -65,7 +71,8 @@ def time_series(path: Path, t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
 
 
 def vector_field(path: Path, field: Callable[[np.ndarray, float], np.ndarray],
-                 y_true: np.ndarray, title: str, t: float = 0.0, grid: int = 25) -> None:
+                 y_true: np.ndarray, title: str, t: float = 0.0, grid: int = 25,
+                 labels: Sequence[str] | None = None, notice: str | None = None) -> None:
     """Streamlines of the learned field over the true trajectory."""
     plt = pyplot()
     lo, hi = y_true.min(0), y_true.max(0)
@@ -82,11 +89,11 @@ def vector_field(path: Path, field: Callable[[np.ndarray, float], np.ndarray],
     ax.plot(y_true[:, 0], y_true[:, 1], **TRUE_STYLE)
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(ys[0], ys[-1])
-    ax.set_xlabel("$y_1$")
-    ax.set_ylabel("$y_2$")
+    ax.set_xlabel(label(labels, 0))
+    ax.set_ylabel(label(labels, 1))
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    save(fig, path)
+    save(fig, path, notice)
 
 
 def training_gif(path: Path, y_true: np.ndarray, frames: Sequence[tuple[int, np.ndarray]],

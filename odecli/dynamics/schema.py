@@ -14,14 +14,17 @@ from odecli.engine import schema as engine
 from odecli.fields import (
     Bool,
     Choice,
+    Field,
     Float,
     Int,
     List,
     Rule,
     Schema,
+    Str,
     Tagged,
     Union,
     job_node,
+    to_plain,
 )
 from odecli.numerics.schema import RUNTIME
 
@@ -44,6 +47,58 @@ DATA = Schema({
     "observe_fraction": Float(0, 1, low_open=True),
 })
 
+
+
+class Equation(Field):
+    """One right-hand side as text (a bare number such as 0 is taken as its text); what the
+    text may contain is checked by odecli.dynamics.equations when it is parsed."""
+
+    nullable = False
+
+    def describe(self) -> str:
+        return "an equation as text"
+
+    def _check(self, value: Any, path: str) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return repr(value)
+        if not isinstance(value, str):
+            raise self._error(path, value)
+        return value
+
+
+class Params(Field):
+    """Named parameters of equations: a key: value node of finite numbers, or null for none
+    (the YAML default is null so that `system.params={k: 0.5}` can name new parameters:
+    Hydra merges a dict given for a dict, and refuses keys the old one lacks)."""
+
+    nullable = False
+
+    def describe(self) -> str:
+        return "a node of parameter: number (e.g. {a: 1.5, b: 1})"
+
+    def _check(self, value: Any, path: str) -> dict[str, float]:
+        value = to_plain(value)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._error(path, value)
+        return {str(k): Float().check(v, f"{path}.{k}") for k, v in value.items()}
+
+
+_EQUATIONS = List(Equation(), min_length=1)
+_NAMES = List(Str(), min_length=1, nullable=True)
+KNOWN = Schema(
+    {
+        "rhs": List(Equation(), min_length=1, nullable=True),
+        "params": Params(),
+        "trainable": Bool(),
+        "network": Bool(),
+    },
+    rules=[Rule(lambda v: v["network"] or v["rhs"] is not None,
+                "{p}network=false needs {p}rhs: the known equations are then the whole "
+                "model")],
+)
+
 MODEL = Schema(
     {
         "depth": Int(1),
@@ -58,6 +113,7 @@ MODEL = Schema(
         "output_scale": Choice(*OUTPUT_SCALES),
         "init": Choice(*INITS),
         "init_std": Float(0, low_open=True),
+        "known": KNOWN,  # known physics added to the network (universal differential eq.)
     },
     rules=[Rule(lambda v: isinstance(v["width"], int) or len(v["width"]) == v["depth"],
                 lambda v, p: f"{p}width lists {len(v['width'])} widths but {p}depth is "
@@ -83,6 +139,45 @@ def _system(keys: Mapping[str, Any], *rules: Rule) -> Schema:
     return Schema({**keys, **_STATE}, (_T1_AFTER_T0, *rules))
 
 
+def _one_per_variable(v: dict[str, Any], p: str) -> str:
+    n = len(v["rhs"])
+    if len(v["y0"]) != n:
+        return f"{p}y0 has {len(v['y0'])} entries for {n} right-hand sides ({p}rhs)"
+    return f"{p}variables names {len(v['variables'])} variables for {n} right-hand sides"
+
+
+# system=equations and its presets: right-hand sides as text, any number of variables.
+EQUATIONS = Schema(
+    {"rhs": _EQUATIONS, "variables": _NAMES, "params": Params(),
+     **_STATE, "y0": List(Float(), min_length=1)},
+    (_T1_AFTER_T0,
+     Rule(lambda v: len(v["y0"]) == len(v["rhs"]) and (
+         v["variables"] is None or len(v["variables"]) == len(v["rhs"])), _one_per_variable)),
+)
+EQUATION_PRESETS = ("equations", "lorenz", "fitzhugh_nagumo", "pendulum", "sir")
+
+# system=file (a CSV or NPZ of the user's) and the datasets shipped with odecli.
+DATASETS = ("hare_lynx",)
+SPLITS = ("forecast", "trajectories", "none")
+FORMATS = ("auto", "csv", "npz")
+FILE = Schema(
+    {
+        "path": Str(nullable=True),
+        "dataset": Choice(*DATASETS, nullable=True),
+        "format": Choice(*FORMATS),
+        "time": Str(nullable=True, from_int=True),
+        "trajectory": Str(nullable=True, from_int=True),
+        "states": List(Str(from_int=True), min_length=1, nullable=True),
+        "split": Choice(*SPLITS),
+        "train_fraction": Float(0, 1, low_open=True, high_open=True),
+        "citation": Str(nullable=True),
+    },
+    (Rule(lambda v: v["path"] is None or v["dataset"] is None,
+          "give {p}path (your file) or {p}dataset (one shipped with odecli), not both"),),
+)
+FILE_SYSTEMS = ("file", *DATASETS)
+
+
 # One entry per system in odecli.dynamics.systems.REGISTRY, in the same order.
 SYSTEMS: dict[str, Schema] = {
     "spiral": _system({"A": _MATRIX}),
@@ -98,6 +193,8 @@ SYSTEMS: dict[str, Schema] = {
                    Rule(lambda v: v["widths"][0] == v["widths"][-1] == len(v["y0"]),
                         "{p}widths must start and end with the state dimension 2, "
                         "got {widths}")),
+    **{name: EQUATIONS for name in EQUATION_PRESETS},
+    **{name: FILE for name in FILE_SYSTEMS},
 }
 SYSTEM = Tagged("name", SYSTEMS, message="unknown system '{value}'; choose one of: {options}")
 

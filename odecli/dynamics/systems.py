@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from odecli.dynamics import schema
+from odecli.dynamics import equations, schema
 from odecli.errors import ConfigError
 from odecli.fields import to_plain, yaml_node
 from odecli.numerics import solve
@@ -104,6 +104,12 @@ class System:
     def dim(self) -> int:
         return int(self.y0.shape[-1])
 
+    @property
+    def variables(self) -> list[str]:
+        """The state variables' names (equations: as declared; x, y otherwise)."""
+        names = getattr(self.field, "variables", None)
+        return list(names) if names else equations.default_variables(self.dim)
+
     def trajectory(self, t: torch.Tensor | None = None, y0: torch.Tensor | None = None
                    ) -> torch.Tensor:
         """The true solution, computed in float64 at tight tolerance: (len(t), dim)."""
@@ -164,6 +170,18 @@ def _random_mlp(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
     return field.to(torch.float64), True
 
 
+def _equations(s: Mapping[str, Any]) -> tuple[nn.Module, bool]:
+    field = equations.build_field(s["rhs"], s["variables"], s["params"], "system.rhs")
+    y0 = torch.tensor(s["y0"], dtype=torch.float64)
+    with torch.no_grad():
+        rate = field(torch.tensor(s["t0"], dtype=torch.float64), y0)
+    if not torch.isfinite(rate).all():
+        bad = int((~torch.isfinite(rate)).nonzero()[0, 0])
+        raise ConfigError(f"system.rhs[{bad}] ({s['rhs'][bad]}) is not finite at system.y0 "
+                          f"{s['y0']}: the true trajectory cannot start there")
+    return field, field.time_dependent
+
+
 REGISTRY: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, bool]]] = {
     "spiral": _spiral,
     "spiral_cubic": _spiral_cubic,
@@ -172,7 +190,10 @@ REGISTRY: dict[str, Callable[[Mapping[str, Any]], tuple[nn.Module, bool]]] = {
     "lotka_linear": _lotka_linear,
     "nonlinear": _nonlinear,
     "mlp": _random_mlp,
+    **{name: _equations for name in schema.EQUATION_PRESETS},
 }
+# Systems read from a file rather than simulated (odecli.dynamics.datafile reads them).
+FILE_SYSTEMS = schema.FILE_SYSTEMS
 
 
 def check(cfg: Any) -> dict[str, Any]:
@@ -197,6 +218,9 @@ def check(cfg: Any) -> dict[str, Any]:
 def build(cfg: Mapping[str, Any]) -> System:
     """Construct the system named by `cfg.name` with its grid, after checking the values."""
     s = check(cfg)
+    if s["name"] in FILE_SYSTEMS:
+        raise ConfigError(f"system={s['name']} is data read from a file, not a simulated "
+                          f"system (odecli.dynamics.datafile reads it)")
     field, time_dependent = REGISTRY[s["name"]](s)
     t0, t1, n = s["t0"], s["t1"], s["data_size"]
     t = torch.linspace(t0, t1, n, dtype=torch.float64)

@@ -62,22 +62,29 @@ class TrainedModel:
         return self.experiment.test(None)
 
     # -- helpers for the families --------------------------------------------------------
-    def tensor(self, value: Any, name: str, dims: tuple[int, ...] | None = None
-               ) -> torch.Tensor:
-        """A numpy array, list or tensor as a float tensor on the model's device and dtype;
-        `dims`: the numbers of dimensions accepted (a one-line error otherwise)."""
-        rt = self.experiment.rt
+    @staticmethod
+    def array(value: Any, name: str, dims: tuple[int, ...] | None = None) -> np.ndarray:
+        """A numpy array, list or tensor as float64 numpy; `dims`: the numbers of dimensions
+        accepted (a one-line error otherwise, as for NaN or infinite values)."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
         try:
-            out = torch.as_tensor(np.asarray(value, dtype=np.float64) if not isinstance(
-                value, torch.Tensor) else value).to(device=rt.device, dtype=rt.dtype)
+            out = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{name} must be an array of numbers: {exc}") from None
-        if dims is not None and out.dim() not in dims:
+        if dims is not None and out.ndim not in dims:
             shapes = " or ".join(f"{d}-D" for d in dims)
             raise ConfigError(f"{name} must be {shapes}, got shape {tuple(out.shape)}")
-        if not bool(torch.isfinite(out).all()):
+        if not np.isfinite(out).all():
             raise ConfigError(f"{name} holds NaN or infinite values")
         return out
+
+    def tensor(self, value: Any, name: str, dims: tuple[int, ...] | None = None
+               ) -> torch.Tensor:
+        """`array()` as a tensor on the model's device and dtype."""
+        rt = self.experiment.rt
+        return torch.as_tensor(self.array(value, name, dims)).to(device=rt.device,
+                                                                 dtype=rt.dtype)
 
     @staticmethod
     def numpy(value: torch.Tensor) -> np.ndarray:

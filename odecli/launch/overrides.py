@@ -51,9 +51,9 @@ def hydra_message(exc: BaseException) -> str:
     return "; ".join(parts).replace(":;", ":").replace(".;", ".")
 
 
-# Config keys that name a folder: a relative path is made absolute when the run starts, so
-# resume= and eval find the data from any working directory.
-PATH_KEYS = ("data.dir", "data.cache_dir")
+# Config keys that name a folder or a file: a relative path is made absolute when the run
+# starts, so resume= and eval find the data from any working directory.
+PATH_KEYS = ("data.dir", "data.cache_dir", "system.path")
 
 
 def absolute_path(override: str) -> str:
