@@ -10,7 +10,7 @@ from conftest import FAST, read_metrics, run_dirs
 from hydra import compose, initialize_config_dir
 
 from odecli.dynamics import data, systems
-from odecli.dynamics.experiment import DynamicsExperiment
+from odecli.dynamics.dispatch import TrainExperiment
 from odecli.engine.loop import Engine
 from odecli.numerics import solve
 from odecli.paths import config_dir
@@ -18,7 +18,7 @@ from odecli.paths import config_dir
 
 def trainer(cfg, run_dir: Path) -> Engine:
     """The engine around a dynamics experiment, as `odecli train` builds it."""
-    return Engine(DynamicsExperiment(cfg, run_dir), run_dir)
+    return Engine(TrainExperiment(cfg, run_dir), run_dir)
 
 
 def make(*overrides: str):
