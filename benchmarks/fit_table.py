@@ -1,4 +1,4 @@
-"""Fit quality of every system at its default configuration: the README's results table.
+"""Fit quality of every system at its default configuration: docs/train.md's fit table.
 
 Runs `odecli train system=NAME` for each system (defaults only, sequentially, so timings are
 not disturbed by each other), then prints a markdown table: the command, the relative

@@ -1,4 +1,4 @@
-"""The README's worked example: hare and lynx pelts, neural ODE against Lotka-Volterra.
+"""docs/own-data.md's worked example: hare and lynx pelts, neural ODE against Lotka-Volterra.
 
 Runs `odecli train system=hare_lynx` (the Hudson's Bay Company record shipped with odecli,
 trained on 1900-1915, the last five years forecast from the 1915 observation) over several

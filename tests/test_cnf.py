@@ -232,7 +232,7 @@ def test_yaml_and_schema_hold_the_same_keys_and_the_engine_keys():
 
 def test_each_density_has_a_preset_and_the_checkerboard_one_is_documented_alike():
     """cnf_data=NAME picks the density (and, for the checkerboard, the settings measured to
-    beat its KDE); command-line keys still win; README and benchmarks/cnf_targets.py run the
+    beat its KDE); command-line keys still win; docs/cnf.md and benchmarks/cnf_targets.py run the
     same preset."""
     from pathlib import Path
 
@@ -250,7 +250,7 @@ def test_each_density_has_a_preset_and_the_checkerboard_one_is_documented_alike(
                                                       "solver.compile=false"]))
     assert mine["model"]["width"] == 32 and mine["solver"]["compile"] is False
     root = Path(__file__).resolve().parents[1]
-    assert "odecli cnf cnf_data=checkerboard " in (root / "README.md").read_text()
+    assert "odecli cnf cnf_data=checkerboard " in (root / "docs" / "cnf.md").read_text()
     assert '"cnf_data=checkerboard"' in (root / "benchmarks" / "cnf_targets.py").read_text()
 
 

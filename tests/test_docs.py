@@ -131,3 +131,29 @@ def test_a_field_is_described_by_its_own_rule():
     rows = dict((k, t) for k, t, _ in reference.rows(TRAIN, {"lr": 0.1, "niters": 5}, "train"))
     assert rows["train.lr"] == "a positive number"
     assert rows["train.niters"] == "a positive integer"
+
+
+def nav_pages(node: object) -> list[str]:
+    """Every page mkdocs.yml's nav lists."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [p for v in node.values() for p in nav_pages(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in nav_pages(v)]
+    return []
+
+
+def test_the_nav_lists_every_page_and_every_page_exists():
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # mkdocs.yml may carry !!python tags: ignore them
+        pass
+
+    Loader.add_multi_constructor("", lambda loader, suffix, node: None)
+    nav = nav_pages(yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)["nav"])
+    written = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")
+               if "hooks" not in p.parts}
+    generated = set(reference.pages())
+    assert sorted(set(nav) - written - generated) == []  # no dead entry
+    assert sorted((written | generated) - set(nav)) == []  # no page the reader cannot reach

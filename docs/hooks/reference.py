@@ -4,6 +4,7 @@
   each experiment declares) and its default (from the YAML the command composes), and every
   config group's options with the keys each one sets.
 - The command-line reference, from the Typer app (itself built from odecli's registry).
+- The results page: benchmarks/RESULTS.md, where every benchmark records its measurements.
 
 MkDocs runs `on_files` (mkdocs.yml lists this file under `hooks:`); tests/test_docs.py
 calls the same functions and compares the pages with the schemas.
@@ -198,8 +199,24 @@ def cli_page() -> str:
             + text.split("\n", 1)[1].replace("\n## ", "\n## "))
 
 
+# ---------------------------------------------------------------------- the results page
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"
+
+
+def results_page() -> str:
+    """benchmarks/RESULTS.md as a page: the measurements live in one file, beside the code
+    that makes them, and the site shows that file as it is."""
+    text = RESULTS.read_text()
+    title, _, rest = text.partition("\n")
+    return (f"{title}\n\n!!! note \"Generated\"\n    This page is `benchmarks/RESULTS.md`, "
+            "copied at build time; each section names the script, date and machine that "
+            "produced it.\n" + rest)
+
+
 def pages() -> dict[str, str]:
-    return {**config_pages(), "reference/cli.md": cli_page()}
+    """Every generated page, by its path under docs/."""
+    return {**config_pages(), "reference/cli.md": cli_page(), "results.md": results_page()}
 
 
 # ----------------------------------------------------------------------- the MkDocs hook
