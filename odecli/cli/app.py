@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from odecli.cli.configs_index import describe_groups
+from odecli.dynamics.recover import DEFAULT_DEGREE, DEFAULT_THRESHOLD, DEGREES
 from odecli.registry import COMMANDS, Command
 
 app = typer.Typer(
@@ -185,6 +186,36 @@ def sample_cmd(
 
         path = sample_run(run, n, out, seed, list(overrides or []))
         typer.echo(f"sample: wrote {n} points to {path}")
+
+    _guarded(work)
+
+
+@app.command("recover", help=(
+    "Equations back from a trained `odecli train` run: a sparse polynomial regression "
+    "(SINDy, PySINDy: pip install odecli[recover]) of the learned field at the data's "
+    "states.\n\n"
+    "Prints the recovered equations (under model.known: the missing term the network "
+    "learned) and writes recover.json (terms, coefficients, R^2 against the network, and "
+    "where the truth is known each coefficient's error and any spurious term) and "
+    "recover.png (the recovered system's trajectory against the data) into RUN, or --out.\n\n"
+    "Example: odecli recover outputs/train/2025-01-31/10-00-00-000000_lotka --degree 3"))
+def recover_cmd(
+    run: str = typer.Argument(..., help="The train run folder.", show_default=False),
+    degree: int = typer.Option(DEFAULT_DEGREE, "--degree", "-d", help="Degree of the "
+                               f"polynomial library ({DEGREES[0]} to {DEGREES[1]})."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, "--threshold", "-t", help="Drop a "
+                                    "term whose RMS size over the data is below this share "
+                                    "of its equation's RMS rate, in [0, 1)."),
+    out: str = typer.Option(None, "--out", "-o", help="Folder for recover.json and "
+                            "recover.png (default: RUN)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing "
+                                   "recover.json and recover.png there."),
+) -> None:
+    def work() -> None:
+        from odecli.cli.recover import recover_run, report
+
+        summary, path = recover_run(run, degree, threshold, out, overwrite)
+        typer.echo(report(summary, path))
 
     _guarded(work)
 

@@ -123,3 +123,59 @@ def training_gif(path: Path, y_true: np.ndarray, frames: Sequence[tuple[int, np.
     anim.save(tmp, writer=PillowWriter(fps=fps))
     tmp.replace(path)
     plt.close(fig)
+
+
+RECOVERED_STYLE = {"color": "tab:red", "lw": 1.4, "label": "recovered equations"}
+
+
+def recovered(path: Path, variables: Sequence[str], t: np.ndarray, y_true: np.ndarray,
+              y_rec: np.ndarray | None, y_net: np.ndarray | None, t_obs: np.ndarray,
+              obs: np.ndarray, n_train: int, title: str) -> None:
+    """`odecli recover` on a simulated system: the recovered equations' trajectory against
+    the data, the truth and the network, from the true initial state."""
+    plt = pyplot()
+    dim = len(variables)
+    fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.scatter(t_obs, obs[:, i], s=5, color="tab:orange", alpha=0.6, label="data")
+        ax.plot(t, y_true[:, i], **{**TRUE_STYLE, "lw": 1.2})
+        if y_net is not None:
+            ax.plot(t, y_net[:, i], **{**LEARNED_STYLE, "label": "network"})
+        if y_rec is not None:
+            ax.plot(t, y_rec[:, i], **RECOVERED_STYLE)
+        _split_mark(ax, float(t[n_train - 1]) if len(t) > n_train else None)
+        ax.set_ylabel(variables[i])
+    axes[0, 0].set_title(title if y_rec is not None else f"{title} (recovered: diverged)")
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t")
+    save(fig, path)
+
+
+def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
+                    y_rec: Sequence[np.ndarray | None], y_net: Sequence[np.ndarray],
+                    n_train: int, title: str, notice: str | None = None,
+                    most: int = 6) -> None:
+    """`odecli recover` on a data file: per trajectory part (training solid markers,
+    held-out hollow), the data, the network and the recovered equations."""
+    plt = pyplot()
+    dim = len(variables)
+    fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    shown = list(range(min(len(parts), most)))
+    for k in shown:
+        p, c = parts[k], colors[k % len(colors)]
+        held = k >= n_train
+        for i, ax in enumerate(axes[:, 0]):
+            ax.scatter(p.t, p.y[:, i], s=10, color=c, facecolors="none" if held else c,
+                       label=f"{p.name}{' (held out)' if held else ''}" if i == 0 else None)
+            ax.plot(p.t, y_net[k][:, i], color=c, lw=1.0, ls="--",
+                    label="network" if i == 0 and k == 0 else None)
+            if y_rec[k] is not None:
+                ax.plot(p.t, y_rec[k][:, i], color=c, lw=1.6,
+                        label="recovered equations" if i == 0 and k == 0 else None)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.set_ylabel(variables[i])
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(loc="best", fontsize=7)
+    axes[-1, 0].set_xlabel("t")
+    save(fig, path, notice)

@@ -64,6 +64,17 @@ class TrainedSystem(TrainedModel):
         out = self.numpy(self.experiment.velocity(float(t), yy))
         return out[0] if single else out
 
+    def recover(self, degree: int | None = None, threshold: float | None = None) -> Any:
+        """Equations back from the learned field (PySINDy; `pip install odecli[recover]`):
+        a sparse polynomial fit of the field at the data's states (under model.known, of
+        the network's part alone), as `odecli recover` makes it: `.equations()`,
+        `.summary()` (recover.json's content), `.figure(path)`."""
+        from odecli.dynamics import recover, recovery
+
+        return recovery.Recovery(
+            self.experiment, recover.DEFAULT_DEGREE if degree is None else degree,
+            recover.DEFAULT_THRESHOLD if threshold is None else threshold)
+
     def _check_dim(self, y: Any, name: str) -> None:
         if y.shape[-1] != self.dim:
             raise ConfigError(f"{name} must have {self.dim} values per state (the system's "
