@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "docs" / "hooks"))
 import reference  # noqa: E402
 
 READERS = {"eval": LOAD_KEYS, "sample": ("solver", "device")}
+OPTIONS_ONLY = ("recover",)  # commands that take a run folder and options, no overrides
 FENCE = re.compile(r"^(\s*)```")
 
 
@@ -54,6 +55,8 @@ def problems(line: str) -> list[str]:
     if not words or words[0] in ("--help", "-h", "list", "report"):
         return []
     name, rest = words[0], words[1:]
+    if name in OPTIONS_ONLY:  # no overrides: its options must parse as the CLI parses them
+        return options_problems(line, name, rest)
     if name in READERS:
         overrides = [w for w in rest[1:] if "=" in w and not w.startswith("-")]
         return [f"{line}: `odecli {name}` cannot change '{o}'" for o in overrides
@@ -81,6 +84,20 @@ def problems(line: str) -> list[str]:
     return found
 
 
+def options_problems(line: str, name: str, rest: list[str]) -> list[str]:
+    """A documented line of a command without overrides, parsed by its Typer command."""
+    import typer.main
+
+    from odecli.cli import app
+
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    try:
+        command.make_context(name, list(rest))
+    except Exception as exc:  # noqa: BLE001 - Typer's (vendored) click usage errors
+        return [f"{line}: {getattr(exc, 'format_message', exc.__str__)()}"]
+    return []
+
+
 def documented() -> list[tuple[str, str]]:
     files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     return [(str(f.relative_to(ROOT)), line) for f in files
@@ -104,6 +121,10 @@ def test_a_planted_wrong_key_fails_the_check():
     assert "train.nitres" in problems(lines[0])[0]
     assert "cannot change 'model=deep'" in problems(lines[1])[0]
     assert problems("odecli train -m system=lotka,spiral train.lr=-1")  # every job checked
+    assert "No such option" in problems("odecli recover RUN --degre 3")[0]
+    assert problems("odecli recover RUN --degree two")
+    assert problems("odecli recover RUN system=lotka")  # takes no overrides
+    assert problems("odecli recover RUN --degree 3 --threshold 0.1 --out r") == []
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
