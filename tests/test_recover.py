@@ -156,6 +156,8 @@ def test_a_data_file_run_is_recovered_in_the_files_units_and_names(tmp_path):
     assert s["library"]["terms"] == ["1", "hare", "lynx"]
     assert s["equations"][0].startswith("hare' = ")
     assert "fully observed rows of the data file's training part" in s["sampled"]
+    assert s["samples"] == 16 and "note" not in s  # 16 rows, 3 terms
+    assert "only 16 samples for 6 terms" in model.recover(degree=2).summary()["note"]
     # the rates regressed are the field in the file's units (pelts per year)
     rates = model.f(0.0, r.target.y)
     assert np.allclose(r.target.rates, rates)

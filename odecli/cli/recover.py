@@ -78,6 +78,8 @@ def report(s: dict[str, Any], summary_path: Path) -> str:
         lines.append(f"  largest coefficient error {100 * truth['max_rel_error']:.2f}%, "
                      f"{spur}" + (f", {len(truth['missed'])} true term(s) missed"
                                   if truth["missed"] else ""))
+    if "note" in s:
+        lines.append(f"note: {s['note']}")
     tr = s["trajectory"]
     if tr["diverged"]:
         lines.append("the recovered system's trajectory diverged from the data's start")

@@ -22,6 +22,7 @@ from odecli.errors import ConfigError, SolverError
 from odecli.numerics import solve
 
 FIGURE = "recover.png"
+FEW = 5  # samples per library term below which recover.json warns the fit is thin
 # The recovered system's trajectory: tight enough to compare with the data, bounded work.
 SOLVER = solve.SolverSpec("dopri5", "direct", rtol=1e-7, atol=1e-9,
                           options={"max_num_steps": 20000}, fast=False)
@@ -258,6 +259,10 @@ class Recovery:
                            **{k: _finite(p[k]) for k in traj_keys}},
             "figure": FIGURE,
         }
+        if len(self.target.y) < FEW * len(self.fit.terms):
+            out["note"] = (f"only {len(self.target.y)} samples for {len(self.fit.terms)} "
+                           "terms: the fit is barely determined (lower --degree, or more "
+                           "data)")
         if self.target.known is not None:
             out["known_equations"] = self.target.known.describe()
             out["known_params"] = self.target.known.values()
