@@ -54,6 +54,14 @@ def test_spurious_missed_and_outside_terms_are_named():
     assert not cmp["structure_recovered"]
 
 
+def test_a_library_too_large_is_refused_before_it_is_built():
+    from odecli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="has 6545 terms .at most 2000.; lower --degree"):
+        recover.fit(np.zeros((3, 32)), np.zeros((3, 32)), [f"x{i}" for i in range(32)], 3,
+                    0.2)
+
+
 def test_a_field_with_no_polynomial_truth_says_so():
     import sympy as sp
 

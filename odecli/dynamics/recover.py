@@ -83,11 +83,11 @@ def fit(y: np.ndarray, rates: np.ndarray, names: Sequence[str], degree: int,
     """STLSQ on a polynomial library of the states y (n, dim) against rates (n, dim), with
     columns and equations scaled to unit RMS (so `threshold` is a share, in any units)."""
     ps = pysindy()
-    lib = ps.PolynomialLibrary(degree=degree).fit(y)
-    if lib.n_output_features_ > MAX_TERMS:
+    terms = math.comb(y.shape[1] + degree, degree)  # monomials of degree <= `degree`
+    if terms > MAX_TERMS:
         raise ConfigError(f"a degree-{degree} library of {y.shape[1]} variables has "
-                          f"{lib.n_output_features_} terms (at most {MAX_TERMS}); lower "
-                          "--degree")
+                          f"{terms} terms (at most {MAX_TERMS}); lower --degree")
+    lib = ps.PolynomialLibrary(degree=degree).fit(y)
     theta = np.asarray(lib.transform(y), dtype=np.float64)
     col = np.sqrt((theta**2).mean(0))
     col[col == 0] = 1.0
