@@ -152,11 +152,13 @@ def recovered(path: Path, variables: Sequence[str], t: np.ndarray, y_true: np.nd
 
 
 def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
-                    y_rec: Sequence[np.ndarray | None], y_net: Sequence[np.ndarray],
+                    curves: Sequence[Any], y_rec: Sequence[np.ndarray | None],
+                    y_net: Sequence[np.ndarray],
                     n_train: int, title: str, notice: str | None = None,
                     most: int = 6) -> None:
     """`odecli recover` on a data file: per trajectory part (training solid markers,
-    held-out hollow), the data, the network and the recovered equations."""
+    held-out hollow), the data, and the network and the recovered equations on the fine
+    grids of `curves` (one per part)."""
     plt = pyplot()
     dim = len(variables)
     fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
@@ -167,11 +169,11 @@ def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
         held = k >= n_train
         for i, ax in enumerate(axes[:, 0]):
             ax.scatter(p.t, p.y[:, i], s=10, color=c, facecolors="none" if held else c,
-                       label=f"{p.name}{' (held out)' if held else ''}" if i == 0 else None)
-            ax.plot(p.t, y_net[k][:, i], color=c, lw=1.0, ls="--",
+                       label=f"data {p.name}{' (held out)' if held else ''}" if i == 0 else None)
+            ax.plot(curves[k].t, y_net[k][:, i], color=c, lw=1.0, ls="--",
                     label="network" if i == 0 and k == 0 else None)
             if y_rec[k] is not None:
-                ax.plot(p.t, y_rec[k][:, i], color=c, lw=1.6,
+                ax.plot(curves[k].t, y_rec[k][:, i], color=c, lw=1.6,
                         label="recovered equations" if i == 0 and k == 0 else None)
     for i, ax in enumerate(axes[:, 0]):
         ax.set_ylabel(variables[i])

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from odecli.dynamics import recover, tabular, ude
+from odecli.dynamics.file_experiment import dense
 from odecli.errors import ConfigError, SolverError
 from odecli.numerics import solve
 
@@ -196,7 +197,10 @@ class Recovery:
             rec = rollout_parts(self.field, parts)
             net, _ = exp.rollout_parts(parts)
             n = len(exp.split.train)
+            fine = [dense(q) for q in parts]  # the figure's curves, between the rows
             return {"parts": parts, "recovered": rec, "network": net, "n_train": n,
+                    "dense": fine, "dense_recovered": rollout_parts(self.field, fine),
+                    "dense_network": exp.rollout_parts(fine)[0],
                     "error_rel": _part_error(rec[:n], parts[:n], exp.scale),
                     "heldout_error_rel": _part_error(rec[n:], parts[n:], exp.scale),
                     "network_error_rel": _part_error(list(net[:n]), parts[:n], exp.scale),
@@ -279,8 +283,8 @@ class Recovery:
 
         p, title = self.paths, f"{self.exp.name}: recovered equations against the data"
         if self.file_run:
-            plots.recovered_parts(path, self.variables, p["parts"], p["recovered"],
-                                  p["network"], p["n_train"], title,
+            plots.recovered_parts(path, self.variables, p["parts"], p["dense"],
+                                  p["dense_recovered"], p["dense_network"], p["n_train"], title,
                                   getattr(self.exp, "citation", None))
         else:
             plots.recovered(path, self.variables, p["t"], p["truth"], p["recovered"],
