@@ -222,3 +222,23 @@ def test_noisy_lotka_gives_back_its_equations(cli, tmp_path):
     truth = json.loads((tiny_dir / "recover.json").read_text())["truth"]
     assert truth["spurious"] == [] and truth["missed"] == []
     assert truth["max_rel_error"] < 0.05
+
+
+def test_known_physics_on_a_data_file_regresses_the_network_in_the_files_units(tmp_path):
+    model = tiny(["system=hare_lynx", 'model.known.rhs=["a*hare", "-c*lynx"]',
+                  "model.known.params={a: 0.5, c: 0.8}"], tmp_path / "hlu")
+    r = model.recover(degree=2, threshold=0.0)
+    s = r.summary()
+    assert s["regressed"] == "missing term" and s["truth"] is None
+    exp = model.experiment
+    with torch.no_grad():  # the network's part in the model's scaled states, back to pelts
+        z = exp.scaling.to_model(torch.as_tensor(r.target.y)).float()
+        net = exp.field.learned_part(torch.tensor(0.0), z).double() * exp.scaling.std
+    assert np.allclose(r.target.rates, net.numpy(), rtol=1e-5, atol=1e-6)
+    # the recovered system is the known part plus the fit: its rate at a row is both
+    y = torch.as_tensor(r.target.y[:3])
+    with torch.no_grad():
+        known = exp.field.known(torch.tensor(0.0), y).double().numpy()
+        whole = r.field(torch.tensor(0.0), y).numpy()
+    theta = np.prod(r.target.y[:3, None, :] ** r.fit.powers, axis=-1)
+    assert np.allclose(whole, known + theta @ r.fit.coef.T)
