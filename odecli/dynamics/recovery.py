@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from odecli.dynamics import recover, tabular, ude
-from odecli.dynamics.file_experiment import dense
 from odecli.errors import ConfigError, SolverError
 from odecli.numerics import solve
 
@@ -127,6 +126,13 @@ def rollout_parts(fld: nn.Module, parts: list[tabular.Part]) -> list[np.ndarray 
         path = integrate(fld, p.start_y, grid) if len(grid) > 1 else p.start_y[None]
         out.append(None if path is None else path[np.searchsorted(grid, p.t)])
     return out
+
+
+def dense(part: tabular.Part, n: int = 300) -> tabular.Part:
+    """The part's span on an even grid of n points from its start (the figure's curves)."""
+    t = np.linspace(part.start_t, part.t[-1], n)
+    return tabular.Part(part.name, t, np.zeros((n, len(part.start_y))), part.start_t,
+                        part.start_y, True)
 
 
 def _part_error(preds: list[np.ndarray | None], parts: list[tabular.Part],
