@@ -93,6 +93,18 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
                  "Re-score with another solver: odecli eval RUN solver=rk4 "
                  "solver.step_size=0.25"),
         tag_group="classify_model"),
+    Command(
+        "cde", "cde", "odecli.cde.experiment:CDEExperiment",
+        "Neural CDE on irregular, partly missing multivariate series, against baselines.",
+        ("cde_data", "cde_model", *_RUNTIME),
+        examples=("odecli cde",
+                  "odecli cde -m data.drop=0,0.3,0.5,0.7",
+                  "odecli cde -m cde_model=cde,gru_dt,odernn,knn data.drop=0.5",
+                  "odecli cde cde_data=uea data.dir=path/to/ts_folder"),
+        details=("Data: UEA JapaneseVowels (shipped), spirals, or any folder of UEA .ts "
+                 "files; data.drop removes that fraction of each series' points.",
+                 "Compare a sweep: odecli report multirun/DATE/TIME"),
+        tag_group="cde_model"),
 )}
 
 

@@ -1,0 +1,1 @@
+"""`odecli cde`: neural controlled differential equations for irregular, partly missing series."""
