@@ -100,7 +100,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         examples=("odecli cde",
                   "odecli cde -m data.drop=0,0.3,0.5,0.7",
                   "odecli cde -m cde_model=cde,gru_dt,odernn,knn data.drop=0.5",
-                  "odecli cde cde_data=uea data.dir=path/to/ts_folder"),
+                  "odecli cde cde_data=uea data.dir=path/to/uea"),
         details=("Data: UEA JapaneseVowels (shipped), spirals, or any folder of UEA .ts "
                  "files; data.drop removes that fraction of each series' points.",
                  "Compare a sweep: odecli report multirun/DATE/TIME"),

@@ -211,7 +211,7 @@ def test_ecg_vae_reconstruction_equals_eval(outputs, cli):
 # ------------------------------------------------------------- docstrings that run
 
 DOC_MODULES = ["odecli.api", "odecli.dynamics.trained", "odecli.flows.trained",
-               "odecli.classify.trained", "odecli.latent.trained"]
+               "odecli.classify.trained", "odecli.latent.trained", "odecli.cde.trained"]
 
 
 @pytest.mark.slow

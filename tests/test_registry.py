@@ -58,6 +58,7 @@ def test_every_help_example_composes(name, example):
     assert words[:2] == ["odecli", name]
     args = [w for w in words[2:] if w not in ("-m", "--multirun")]
     args = [a.replace("path/to/mitdb", "tests/data").replace("path/to/idx", "tests/data")
+            .replace("path/to/uea", "tests/data/uea")
             for a in args]
     for job in (sweep_jobs(args) if "-m" in words else [args]):
         if any("mnist" in a for a in job):  # needs the MNIST files: the key check only

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from odecli.cde import schema as cde
 from odecli.classify import schema as cls
 from odecli.cli.configs_index import options
 from odecli.dynamics import models, systems
@@ -39,7 +40,7 @@ from odecli.registry import COMMANDS
 ROOT = config_dir()
 CHECKS = {"train": dyn.check_train, "spiral-vae": lat.check_spiral_vae,
           "ecg-vae": lat.check_ecg_vae, "classify": cls.check_classify,
-          "cnf": flw.check_cnf}
+          "cnf": flw.check_cnf, "cde": cde.check_cde}
 # each command's whole-config schema, as its experiment declares it
 SCHEMAS = {name: cmd.experiment_class().schema for name, cmd in COMMANDS.items()}
 

@@ -62,7 +62,11 @@ class CDEField(nn.Module):
         super().__init__()
         self.hidden, self.channels = hidden, channels
         self.net = nn.Sequential(*_mlp(hidden, width, hidden * channels, layers), nn.Tanh())
-        self.path: Any = None  # the batch's interpolation, set by NeuralCDE.forward
+        self.use(None)
+
+    def use(self, path: Any) -> None:
+        """The batch's interpolation (a torchcde module, kept out of the state dict)."""
+        object.__setattr__(self, "path", path)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         g = self.net(z).view(*z.shape[:-1], self.hidden, self.channels)
@@ -89,7 +93,7 @@ class NeuralCDE(nn.Module):
         kind = tc.CubicSpline if self.interpolation == "hermite" else tc.LinearInterpolation
         path = kind(feats["coeffs"], t)
         z0 = self.initial(path.evaluate(t[0]))
-        self.counter.func.path = path  # kept: a checkpointed backward replays the steps
+        self.counter.func.use(path)  # kept: a checkpointed backward replays the steps
         return self.readout(solve(self.counter, z0, t[[0, -1]], spec)[-1])
 
 
