@@ -8,8 +8,8 @@ backward pass (memory grows with L); gradient=checkpoint (odecli's default) keep
 per step and replays one step at a time; the adjoint solves backwards and keeps nothing.
 
 Each configuration runs in its own process on one batch; memory is the peak RSS increase
-during the step over the process's state just before it (glibc set to serve every block over
-64 KiB by mmap so freed memory leaves the RSS; /proc's clear_refs resets the high-water
+during the step over the process's state just before it (glibc set to serve every block by
+mmap, so freed memory leaves the RSS at once; /proc's clear_refs resets the high-water
 mark), as benchmarks/classify_memory.py measures it.
 
     python benchmarks/cde_memory.py [--lengths 25 100 400] [--batch 32]
@@ -64,7 +64,10 @@ print(json.dumps({"peak": peak, "ms": ms, "nfe": model.counter.nfe - n0}))
 
 
 def run(spec: dict) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    # every block by mmap: the CDE's tensors are small (a batch of 32 states is 4 KiB), and
+    # blocks from the heap would be reused across steps without showing in the RSS
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "0", "MALLOC_TRIM_THRESHOLD_": "0",
+           "MALLOC_MMAP_MAX_": "1000000"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(spec)], capture_output=True,
                          text=True, env=env)
     if out.returncode != 0:
