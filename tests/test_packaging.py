@@ -29,6 +29,9 @@ def test_wheel_contains_every_config_file(tmp_path: Path):
             "hydra_plugins/odecli_plugins/continue_sweeper.py"} <= names
     assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's plugins
     assert "odecli/dynamics/datasets/hare_lynx.csv" in names  # system=hare_lynx, offline
+    assert {"odecli/cde/datasets/JapaneseVowels_TRAIN.ts.gz",  # odecli cde, offline
+            "odecli/cde/datasets/JapaneseVowels_TEST.ts.gz",
+            "odecli/cde/datasets/README.md"} <= names
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "odecli = odecli.cli:main" in entry
