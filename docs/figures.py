@@ -37,6 +37,8 @@ RUNS: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
     ("classify", [], {"confusion.png": "classify_confusion.png",
                       "tradeoff.png": "classify_tradeoff.png"},
      ("test_accuracy", "wall_seconds")),
+    ("cde", [], {"confusion.png": "cde_confusion.png", "curves.png": "cde_curves.png"},
+     ("test_accuracy", "wall_seconds")),
 ]
 
 
