@@ -316,3 +316,17 @@ def test_bad_input_is_one_line_exit_2_and_no_run_folder(cli, outputs, tmp_path, 
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
     assert message in res.stderr
     assert not (outputs / "cde").exists() or not any((outputs / "cde").iterdir())
+
+
+def test_augmentation_thins_each_training_batch_afresh(tmp_path):
+    x = np.arange(40.0).reshape(2, 20, 1)
+    x[1, 12:] = np.nan
+    rng = np.random.default_rng(0)
+    a, b = data_mod.thin(x, 0.5, rng), data_mod.thin(x, 0.5, rng)
+    assert (~np.isnan(a)).sum(axis=(1, 2)).tolist() == [10, 6]
+    assert not np.array_equal(np.isnan(a), np.isnan(b))
+    assert (~np.isnan(data_mod.thin(x[:, :3], 0.9, rng))).sum() == 4  # two points stay
+    exp = CDEExperiment(composed([*QUICK, "train.augment_drop=0.5"]), tmp_path)
+    loss, _ = exp.loss(1)
+    assert torch.isfinite(loss)
+    loss.backward()

@@ -171,6 +171,18 @@ def drop_points(cases: list[np.ndarray], rate: float, rng: np.random.Generator
     return out, kept
 
 
+def thin(x: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Training augmentation: each series (standardised, NaN missing) loses int(rate * n) of
+    its n observed points at random, keeping at least 2."""
+    x = x.copy()
+    for series in x:
+        seen = np.nonzero(~np.isnan(series).all(axis=1))[0]
+        k = min(int(rate * len(seen)), len(seen) - 2)
+        if k > 0:
+            series[rng.choice(seen, size=k, replace=False)] = np.nan
+    return x
+
+
 def load(d: dict[str, Any], seed: int) -> Series:
     """The checked data node through the protocol: drop, split, standardise."""
     name, cases, labels, classes, citation = raw(d, seed)

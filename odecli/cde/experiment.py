@@ -127,7 +127,14 @@ class CDEExperiment(NumpyBatches, Experiment):
         pick = self.rng.choice(train, size=min(self.opts["batch_size"], len(train)),
                                replace=False)
         idx = torch.as_tensor(pick, device=self.rt.device)
-        logits = self.logits(self.feats, idx)
+        if self.opts["augment_drop"]:
+            feats = self.features(data_mod.thin(self.data.x[pick], self.opts["augment_drop"],
+                                                self.rng))
+            if "row" in feats:
+                feats["row"] = idx
+            logits = self.logits(feats, torch.arange(len(pick), device=self.rt.device))
+        else:
+            logits = self.logits(self.feats, idx)
         target = self.y[idx]
         acc = (logits.detach().argmax(1) == target).float().mean()
         return F.cross_entropy(logits, target), {"train_accuracy": float(acc)}

@@ -51,7 +51,11 @@ MODEL = Tagged("name", {
     "knn": Schema({"length": Int(2, 10_000)}),  # every series resampled to this many steps
 }, message="unknown model '{value}'; choose one of: {options} (cde_model=NAME)")
 
-TRAIN = engine.TRAIN.extend({"eval_batch_size": Int(1)})
+TRAIN = engine.TRAIN.extend({
+    "eval_batch_size": Int(1),
+    # each training batch loses this fraction of its points afresh every step (augmentation)
+    "augment_drop": Float(0, 1, high_open=True),
+})
 
 CONFIG = engine.RUN.extend({
     **engine.TRACKING,
