@@ -29,6 +29,21 @@ class RunFailed(OdecliError):
     exit_code = 1
 
 
+class WriteError(RunFailed, OSError):
+    """A file could not be written (disk full, no permission, quota, read-only filesystem):
+    a failure of the machine, not bad input, so exit 1; the message names the path. It is an
+    OSError too, so code that already handles OS errors still catches it."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, path: object, exc: OSError) -> WriteError:
+        """`cannot write PATH: <reason>` from the OSError that stopped the write."""
+        if isinstance(exc, WriteError):
+            return exc
+        return cls(f"cannot write {path}: {exc.strerror or one_line(exc)}")
+
+
 class CheckpointError(OdecliError):
     """A checkpoint that is missing, corrupt or from an incompatible config."""
 

@@ -21,7 +21,8 @@ from odecli.errors import CheckpointError, one_line
 FORMAT = 2
 # Keys a resumed run (or a checkpoint reload) may change: they do not change what was learned.
 RESUMABLE_KEYS = ("resume", "quiet", "train.niters", "train.test_freq", "train.checkpoint_every",
-                  "plots", "device", "logger", "data.dir", "data.cache_dir")
+                  "train.checkpoint_seconds", "plots", "device", "logger", "data.dir",
+                  "data.cache_dir")
 
 
 def save(path: Path, state: Mapping[str, Any]) -> None:

@@ -9,6 +9,7 @@ the end whatever happened, and `resume=` continuing a run bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from odecli.engine import checkpoint, loggers, optim, progress, rundir, signals
 from odecli.engine.experiment import Experiment
 from odecli.engine.figures import loss_figure
-from odecli.errors import Interrupted, OdecliError, RunFailed, SolverError
+from odecli.errors import Interrupted, OdecliError, RunFailed, SolverError, WriteError
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import StepAborted, check_finite
 
@@ -52,6 +53,8 @@ class Engine:
         self.best_iteration = 0
         self.best_score = math.inf
         self._cfg_plain: dict[str, Any] | None = None
+        self.saved_at = time.monotonic()  # when the last checkpoint was written
+        self.saved_iteration: int | None = None  # its iteration (None: no checkpoint yet)
         self.trackers = loggers.Trackers(self.cfg, self.run_dir, experiment.command)
 
     # -- one step ------------------------------------------------------------------------
@@ -116,7 +119,9 @@ class Engine:
         o, exp = self.opts, self.exp
         start_wall = time.perf_counter()
         status, reason, hint = "ok", None, None
-        every = o["checkpoint_every"]
+        every, seconds = o["checkpoint_every"], float(o.get("checkpoint_seconds") or 0)
+        self.saved_at = time.monotonic()
+        writable = True
         with signals.stop_signals() as stop:
             exp.counter.abort = stop.overdue
             try:
@@ -131,7 +136,9 @@ class Engine:
                         last = self.iteration == o["niters"]
                         if self.iteration % o["test_freq"] == 0 or last:
                             self.record()
-                        if every and self.iteration % every == 0 and not last:
+                        due = (every and self.iteration % every == 0) or (
+                            seconds and time.monotonic() - self.saved_at >= seconds)
+                        if due and not last:
                             self.save_checkpoint()
                         bar.update(self.iteration, loss=self.last_loss,
                                    **self._progress_fields())
@@ -141,11 +148,15 @@ class Engine:
             except StepAborted:
                 log.warning("%s: step %d did not finish within %.0f s; abandoned", stop.name,
                             self.iteration + 1, signals.STEP_GRACE_SECONDS)
+            except WriteError as exc:  # disk full, permission, quota: the run cannot go on
+                status, reason, writable = "failed", str(exc), False
+                log.error("run failed at iteration %d: %s", self.iteration, exc)
             if stop and status == "ok" and self.iteration < o["niters"]:
                 status, reason = "interrupted", stop.name
                 log.warning("%s at iteration %d: writing a checkpoint", stop.name,
                             self.iteration)
-            metrics = self.finish(status, reason, hint, start_wall)
+            metrics = (self.finish(status, reason, hint, start_wall) if writable
+                       else self.record_write_failure(reason or "", start_wall))
             exp.counter.abort = None
         if status == "interrupted":
             assert stop.signum is not None
@@ -163,7 +174,10 @@ class Engine:
         """Checkpoint, then the test of the final (or best) model, figures and metrics;
         metrics last, so `ok` means everything is there. A stopped or failed run records its
         status before the figures, which a diverged field can make slow."""
-        self.save_checkpoint()
+        try:
+            self.save_checkpoint()
+        except WriteError as exc:
+            return self.record_write_failure(str(exc), start_wall)
         if self.best is not None:
             checkpoint.load_modules(self.exp.modules(), self.best, "best state")
         test: dict[str, Any] | None = None
@@ -177,19 +191,25 @@ class Engine:
                     status, reason = "failed", str(exc)
                     hint = getattr(exc, "hint", None)
         # Without a test (a failed run), the last evaluation says how far it got.
-        if test is not None:
-            self.exp.write_files(self.run_dir, test)
-        shown = test if test is not None else dict(self.last_eval)
-        metrics = run_metrics(self, status, reason, hint, shown, start_wall)
-        if status != "ok":
-            rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        try:
+            if test is not None:
+                self.exp.write_files(self.run_dir, test)
+            shown = test if test is not None else dict(self.last_eval)
+            metrics = run_metrics(self, status, reason, hint, shown, start_wall)
+            if status != "ok":
+                rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        except WriteError as exc:
+            return self.record_write_failure(str(exc), start_wall)
         if bool(self.cfg.plots.enabled):
             try:
                 self.figures(test)
             except Exception as exc:  # a figure must never lose a trained model's metrics
                 log.warning("figures failed: %s", exc)
                 metrics["figures_error"] = str(exc)
-        rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        try:
+            rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        except WriteError as exc:
+            return self.record_write_failure(str(exc), start_wall)
         self.trackers.finish()
         return metrics
 
@@ -230,6 +250,24 @@ class Engine:
 
     def save_checkpoint(self) -> None:
         checkpoint.save(self.run_dir / rundir.CHECKPOINT, self.state())
+        self.saved_at, self.saved_iteration = time.monotonic(), self.iteration
+
+    def record_write_failure(self, reason: str, start_wall: float) -> dict[str, Any]:
+        """After a failed write: no new checkpoint (the last one is consistent and intact),
+        no test or figures (they write too); metrics.json records the failure where it still
+        can be written, and names the command that continues from the last checkpoint."""
+        metrics = run_metrics(self, "failed", reason, None, dict(self.last_eval), start_wall)
+        if self.saved_iteration is not None:
+            metrics["resume"] = f"odecli {self.exp.command} resume={self.run_dir}"
+            metrics["checkpoint_iteration"] = self.saved_iteration
+        try:
+            rundir.write_json(self.run_dir / rundir.METRICS, metrics)
+        except WriteError as exc:
+            metrics["unrecorded"] = str(exc)
+            log.error("the failure could not be recorded: %s", exc)
+        with contextlib.suppress(Exception):
+            self.trackers.finish()
+        return metrics
 
     def resume(self, path: Path) -> None:
         """Restore everything `state()` wrote; refuses a corrupt or incompatible one."""
@@ -260,6 +298,7 @@ class Engine:
         self.history.rows = [dict(r) for r in state["history"]]
         self.history.flush()
         self.exp.load_extra_state(state.get("experiment") or {})
+        self.saved_iteration = self.iteration
         log.info("resumed at iteration %d of %d", self.iteration, self.opts["niters"])
 
 
@@ -327,5 +366,12 @@ class RunFailedWithMetrics(RunFailed):
 
     def __init__(self, metrics: dict[str, Any]) -> None:
         hint = metrics.get("hint")
-        super().__init__(metrics["status"] + (f" (hint: {hint})" if hint else ""))
+        text = metrics["status"] + (f" (hint: {hint})" if hint else "")
+        if metrics.get("unrecorded"):
+            text += f"; metrics.json could not record it either ({metrics['unrecorded']})"
+        if metrics.get("resume"):
+            text += (f"; the checkpoint of iteration {metrics['checkpoint_iteration']} is "
+                     f"intact: once the folder is writable again, continue with "
+                     f"`{metrics['resume']}`")
+        super().__init__(text)
         self.metrics = metrics

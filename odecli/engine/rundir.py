@@ -20,9 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from odecli.errors import WriteError
+
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CHECKPOINT = "checkpoint.pt"
+TMP = ".tmp"  # the suffix of atomic writes' temp files
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -30,7 +33,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     gets the mode of a plain `open()` (0644 at umask 022), not mkstemp's 0600, so colleagues
     sharing a cluster filesystem can read and report on the run."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP)
+    except OSError as exc:
+        raise WriteError.of(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -38,10 +44,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise WriteError.of(path, exc) from None
         raise
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Temp files of atomic writes that a killed process left (`.NAME.XXXX.tmp`): nobody
+    else writes here while the folder's claim is held, so they are garbage."""
+    with contextlib.suppress(OSError):
+        for p in Path(folder).glob(f".*{TMP}"):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def current_umask() -> int:

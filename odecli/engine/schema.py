@@ -15,6 +15,7 @@ from odecli.fields import Bool, Choice, Field, Float, Int, Name, Rule, Schema, S
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")  # mapped to torch in odecli.engine.optim
 SCHEDULES = ("constant", "cosine")
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding and torch.manual_seed both take 0 .. 2**32-1
 
 TRAIN = Schema(
     {
@@ -22,6 +23,7 @@ TRAIN = Schema(
         "batch_size": Int(1),
         "test_freq": Int(1),           # evaluate every N iterations
         "checkpoint_every": Int(0),    # 0: only at the end
+        "checkpoint_seconds": Float(0),  # a checkpoint after this much training (0: off)
         "optimizer": Choice(*OPTIMIZERS),
         "lr": Float(0, low_open=True),
         "lr_min": Float(0),            # where the cosine schedule ends
@@ -38,7 +40,7 @@ TRAIN = Schema(
 PLOTS = Schema({"enabled": Bool()})
 
 RUN = Schema({
-    "seed": Int(0),   # numpy's generators refuse negative seeds
+    "seed": Int(0, SEED_MAX),   # what numpy's and torch's generators both accept
     "quiet": Bool(),  # true: no progress bar or summary
     "resume": Str(nullable=True),  # a run folder to continue (every command resumes)
 })

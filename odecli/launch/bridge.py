@@ -20,7 +20,7 @@ from typing import Any
 
 from odecli import registry
 from odecli.engine.rundir import notice, outputs_root
-from odecli.errors import ConfigError, Interrupted, OdecliError
+from odecli.errors import ConfigError, Interrupted, OdecliError, WriteError
 from odecli.launch import claims, continuation, presets
 from odecli.launch import overrides as ov
 from odecli.launch.run_folders import stored_command
@@ -101,8 +101,11 @@ def check_writable(overrides: list[str], multirun: bool) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".odecli-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:
+            probe.write_bytes(b"\0" * 4096)  # a full disk refuses a block, not an empty file
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OdecliError(f"cannot write the output folder {root}: {reason}; "
@@ -198,7 +201,8 @@ class _JobFunction:
         except OdecliError as exc:
             metrics_path = run_dir / runs.METRICS
             if not metrics_path.exists():
-                runs.write_json(metrics_path, {"status": f"failed: {exc}"})
+                with contextlib.suppress(OSError):  # a full disk: the error line says it
+                    runs.write_json(metrics_path, {"status": f"failed: {exc}"})
             _OUTCOME.errors.append(exc)
             log.error("%s", exc)
             # Returned, not raised: Hydra would print its own "Error executing job" line. The
@@ -262,6 +266,19 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             if resume_dir is not None and not showing else None)
     if cont is not None:
         args, multirun, resume_dir = cont.args, True, None
+    fresh = (resume_mod.never_trained(resume_dir)
+             if resume_dir is not None and not showing and not multirun else None)
+    if fresh is not None:  # nothing to continue: a new run in the same folder
+        made_by = stored_command(fresh)
+        if made_by not in (None, cmd.name):
+            raise OdecliError(f"{fresh} is a '{made_by}' run; restart it with "
+                              f"odecli {made_by} resume={fresh}")
+        if not claims.holds_run(fresh):
+            notice(log, f"{fresh} holds no run yet (stopped during start-up, before its "
+                        f"overrides were saved): starting afresh there with the overrides "
+                        f"given now")
+        args, resume_dir = resume_mod.restart_overrides(fresh, args), None
+        given = ov.keys(args)
     if resume_dir is not None:
         if multirun:
             raise OdecliError("resume= continues one run and cannot be combined with -m")
@@ -356,6 +373,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             raise stop.exc from None
         except OdecliError:
             raise
+        except OSError as exc:  # Hydra writing .hydra/ or the log: disk full, permission
+            raise WriteError.of(exc.filename or target or "the run folder", exc) from None
         except Exception as exc:  # Hydra / OmegaConf errors: one line, no traceback
             raise OdecliError(ov.hydra_message(exc)) from exc
     outcome.sweep_dir = sweep_recorder.sweep_dir

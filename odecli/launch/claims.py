@@ -5,6 +5,10 @@ kernel drops the lock when its process dies, so a crashed run's folder is free a
 `resume=`) with nothing to clean up, while a live run's folder can never be entered by a
 second process. A folder that already holds a run (its config, metrics or checkpoint) is
 refused unless the run is resumed, or `--overwrite` moves the old run aside (never deletes).
+A run that stopped before its first checkpoint (killed in start-up) has nothing to continue:
+a new run starts afresh in its folder, its earlier files kept in `.hydra/before-restart-N/`.
+A folder this command created is removed again when the command fails before any training
+(bad input, a full disk in Hydra's start-up, Ctrl-C), so no dead folder is left behind.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from odecli.engine.rundir import CHECKPOINT, METRICS
+from odecli.engine.rundir import CHECKPOINT, HISTORY, METRICS, remove_stale_temps
 from odecli.errors import OdecliError
 
 LOCK = ".odecli.lock"
@@ -28,6 +33,29 @@ RUN_FILES = (".hydra/config.yaml", METRICS, CHECKPOINT)
 def holds_run(folder: Path) -> bool:
     """True when the folder has the config, metrics or checkpoint of a run."""
     return any((folder / name).exists() for name in RUN_FILES)
+
+
+def never_trained(folder: Path) -> bool:
+    """A run folder without a checkpoint: stopped (or failed) before training saved anything,
+    so there is nothing to continue and a run may start afresh in it."""
+    return not (folder / CHECKPOINT).exists()
+
+
+def set_aside_start(folder: Path) -> Path:
+    """Keep a never-trained run's files (config, metrics, history) in
+    `.hydra/before-restart-N/` before a new run starts in its folder."""
+    hydra_dir = folder / ".hydra"
+    n = 1
+    while (hydra_dir / f"before-restart-{n}").exists():
+        n += 1
+    dest = hydra_dir / f"before-restart-{n}"
+    dest.mkdir(parents=True)
+    for f in hydra_dir.glob("*.yaml"):
+        shutil.copy2(f, dest / f.name)
+    for name in (METRICS, HISTORY):
+        if (folder / name).exists():
+            (folder / name).replace(dest / name)
+    return dest
 
 
 def sweep_jobs_in(folder: Path) -> list[Path]:
@@ -79,8 +107,16 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
     folder = Path(folder).expanduser().resolve()
     was_empty = not folder.exists() or not any(folder.iterdir())
     fd = _lock(folder)
+    failed = False
     try:
+        remove_stale_temps(folder)
         earlier = sweep_jobs_in(folder) if sweep else ([folder] if holds_run(folder) else [])
+        if earlier and not sweep and never_trained(folder):
+            kept = set_aside_start(folder)
+            print(f"note: {folder} holds a run that stopped before its first checkpoint "
+                  f"(nothing to continue): starting it afresh there (its earlier files are "
+                  f"in {kept})", file=sys.stderr, flush=True)
+            earlier = []
         if earlier and not resume:
             if not overwrite:
                 what = (f"{len(earlier)} job folder(s) of an earlier sweep" if sweep
@@ -100,11 +136,28 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
             fd = new_fd
             print(f"note: moved the earlier run(s) in {folder} aside to {moved}",
                   file=sys.stderr, flush=True)
-        yield folder
+        try:
+            yield folder
+        except BaseException:
+            failed = True
+            raise
     finally:
-        if was_empty and {p.name for p in folder.iterdir()} <= {LOCK}:
-            # nothing ran in it (bad input, a Hydra error): leave no empty folder behind
-            with contextlib.suppress(OSError):
-                (folder / LOCK).unlink()
-                folder.rmdir()
+        _tidy(folder, was_empty, failed)
         os.close(fd)
+
+
+def _tidy(folder: Path, was_empty: bool, failed: bool) -> None:
+    """Leave no folder this command made that holds nothing to keep: an empty one (bad
+    input), or, when the command failed, one without a checkpoint or metrics (Hydra's
+    start-up files only: a full disk, Ctrl-C before training)."""
+    if not was_empty:
+        return
+    with contextlib.suppress(OSError):
+        names = {p.name for p in folder.iterdir()}
+        if names <= {LOCK}:
+            (folder / LOCK).unlink()
+            folder.rmdir()
+        elif failed and not (folder / CHECKPOINT).exists() and not (folder / METRICS).exists():
+            shutil.rmtree(folder)
+            print(f"note: removed {folder}: the command stopped before training, so it held "
+                  f"nothing to continue", file=sys.stderr, flush=True)

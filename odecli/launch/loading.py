@@ -24,8 +24,8 @@ BOOKKEEPING = ("plots", "quiet", "resume")
 # What a loaded model may change: how it is integrated and where, never the model itself.
 # (`resume`, `quiet`, `plots` and the training cadence describe the run, not the model.)
 LOAD_KEYS = ("solver", "gradient", "device", "plots", "resume", "quiet", "train.niters",
-             "train.test_freq", "train.checkpoint_every", "logger", "data.dir",
-             "data.cache_dir")
+             "train.test_freq", "train.checkpoint_every", "train.checkpoint_seconds", "logger",
+             "data.dir", "data.cache_dir")
 
 
 @dataclass
@@ -90,5 +90,6 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
 def allowed_names(allowed: Sequence[str]) -> list[str]:
     """The keys a user may give, as an error message lists them (no bookkeeping keys)."""
     hidden = {"resume", "quiet", "logger", "train.niters", "train.test_freq",
-              "train.checkpoint_every", "data.cache_dir", "gradient"}
+              "train.checkpoint_every", "train.checkpoint_seconds", "data.cache_dir",
+              "gradient"}
     return [k for k in allowed if k not in hidden]

@@ -24,16 +24,51 @@ def target(overrides: list[str]) -> str | None:
     return None if found in (None, "", "null", "None") else found
 
 
-def run_folder(value: str, need_checkpoint: bool = True) -> Path:
+def run_folder(value: str, need_checkpoint: bool = True, purpose: str = "to resume from"
+               ) -> Path:
     """The run folder behind a path, or a one-line error saying why it is not one."""
-    path = Path(value).expanduser().resolve()
+    path = resolved(value)
     if not path.exists():
         raise OdecliError(f"{value} does not exist")
     if not path.is_dir() or not (path / ".hydra" / "config.yaml").is_file():
         raise OdecliError(f"{value} is not a run folder (no .hydra/config.yaml)")
     if need_checkpoint and not (path / CHECKPOINT).is_file():
-        raise CheckpointError(f"{value} has no {CHECKPOINT} to resume from")
+        raise CheckpointError(f"{value} has no {CHECKPOINT} {purpose}: the run stopped before "
+                              f"its first checkpoint (`odecli <command> resume={value}` "
+                              f"starts it afresh)")
     return path
+
+
+def resolved(value: str | Path) -> Path:
+    """A path made absolute, or one line when it cannot be (a symlink loop)."""
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's "Symlink loop"
+        raise OdecliError(f"cannot follow the path {value}: {exc}; a symbolic link in it "
+                          f"points back at itself (see `ls -l` along the path)") from None
+
+
+def never_trained(value: str) -> Path | None:
+    """The folder behind `resume=` when it holds no checkpoint but is (or was becoming) a run
+    folder: killed before its first checkpoint, or during start-up; None otherwise."""
+    from odecli.launch.claims import LOCK
+
+    path = resolved(value)
+    if not path.is_dir() or (path / CHECKPOINT).exists():
+        return None
+    odecli_made = (path / ".hydra").is_dir() or (path / LOCK).exists()
+    return path if odecli_made or not any(path.iterdir()) else None
+
+
+def restart_overrides(run_dir: Path, user: list[str]) -> list[str]:
+    """A fresh run in a never-trained folder: its stored overrides (where Hydra got to write
+    them) with the user's on top, into the same folder, without `resume=`."""
+    stored = (stored_overrides(run_dir)
+              if (run_dir / ".hydra" / "overrides.yaml").is_file() else [])
+    mine = [o for o in user if key(o) not in ("resume", "hydra.run.dir")]
+    keys = {key(o) for o in mine}
+    base = [o for o in stored if key(o) not in keys and key(o) != "resume"]
+    return base + mine + [f"hydra.run.dir={quote(str(run_dir))}"]
 
 
 def stored_overrides(run_dir: Path) -> list[str]:
