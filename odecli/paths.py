@@ -1,4 +1,5 @@
-"""Where odecli's config tree lives, found without importing Hydra or torch."""
+"""Where odecli's config tree lives, found without importing Hydra or torch; paths made
+absolute with one line when they cannot be."""
 
 from __future__ import annotations
 
@@ -19,3 +20,12 @@ def config_dir() -> Path:
     if (here / "train.yaml").exists():
         return here
     raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")
+
+
+def resolved(value: str | Path) -> Path:
+    """A path made absolute, or one line when it cannot be (a symlink loop)."""
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's "Symlink loop"
+        raise OdecliError(f"cannot follow the path {value}: {exc}; a symbolic link in it "
+                          f"points back at itself (see `ls -l` along the path)") from None

@@ -366,12 +366,13 @@ def test_run_eval_sample_and_report(cli, outputs, tmp_path):
     for args, text in ((["--n", "0", "--out", str(out)], "--n must be a positive integer"),
                        (["--n", "5", "--out", str(tmp_path / "s.txt")], "--out must end in"),
                        (["--n", "5", "--out", str(tmp_path / "no" / "s.npy")], "cannot write"),
-                       (["--n", "5", "--out", str(out), "model.width=3"], "odecli sample cannot")):
+                       (["--n", "5", "--out", str(tmp_path / "t.npy"), "model.width=3"],
+                        "odecli sample cannot")):
         res = cli("sample", str(run), *args)
         assert res.exit_code == 2 and res.stderr.startswith(f"error: {text}"), res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.txt").exists()
-    res = cli("sample", str(tmp_path), "--n", "5", "--out", str(out))
+    res = cli("sample", str(tmp_path), "--n", "5", "--out", str(tmp_path / "u.npy"))
     assert res.exit_code == 2 and "not a run folder" in res.stderr
 
     # report: the cnf metrics are columns, sorted by test NLL

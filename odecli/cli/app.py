@@ -151,13 +151,17 @@ def eval_cmd(
     overrides: list[str] = typer.Argument(None, help="solver=..., solver.rtol=..., "
                                           "system.extrapolate=..., device=...",
                                           show_default=False),
-    out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/."),
+    out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/: a "
+                            "new or empty folder (its parent must exist), never a run "
+                            "folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --out: write into a "
+                                   "folder that already holds files (an earlier eval)."),
 ) -> None:
     def work() -> None:
         from odecli.cli.evaluate import evaluate_run
         from odecli.launch.bridge import summary_keys
 
-        result, out_dir = evaluate_run(run, list(overrides or []), out)
+        result, out_dir = evaluate_run(run, list(overrides or []), out, overwrite)
         keys = summary_keys(COMMANDS[result["command"]].experiment_class())
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in (*keys, "nfe_eval")
                             if k not in ("seconds_per_iter", "wall_seconds")
@@ -180,11 +184,13 @@ def sample_cmd(
     out: str = typer.Option(..., "--out", "-o", help="The .npy or .csv file to write.",
                             show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed of the base draws."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace FILE if it exists "
+                                   "(a folder is never replaced)."),
 ) -> None:
     def work() -> None:
         from odecli.cli.sample import sample_run
 
-        path = sample_run(run, n, out, seed, list(overrides or []))
+        path = sample_run(run, n, out, seed, list(overrides or []), overwrite)
         typer.echo(f"sample: wrote {n} points to {path}")
 
     _guarded(work)

@@ -9,37 +9,46 @@ figures go to `<run>/eval/<date>/<time>/` so the run's own files are never overw
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
-from odecli.errors import OdecliError, RunFailed, SolverError
+from odecli.errors import RunFailed, SolverError
 
 EVAL_JSON = "eval.json"
 
 
-def evaluate_run(path: str, overrides: list[str], out: str | None = None
-                 ) -> tuple[dict[str, Any], Path]:
+def evaluate_run(path: str, overrides: list[str], out: str | None = None,
+                 overwrite: bool = False) -> tuple[dict[str, Any], Path]:
     """Reload the run's checkpoint, test it, write eval.json and figures."""
-    from odecli.engine import rundir
+    from odecli.launch import claims, sweeps
     from odecli.launch import resume as resume_mod
-    from odecli.launch import sweeps
     from odecli.launch.loading import load_run
 
-    run_dir = resume_mod.run_folder(path)
-    # Everything is checked before the results folder exists (the experiment is told where
-    # its figures will go; building it writes nothing).
-    out_dir = Path(out).expanduser().resolve() if out else None
-    loaded = load_run(run_dir, overrides, what="odecli eval",
-                      work_dir=out_dir or run_dir / "eval")
-    if out_dir is None:
-        out_dir = sweeps.claim_dir(run_dir / "eval", "")
-    else:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OdecliError(f"cannot write the output folder {out_dir}: "
-                              f"{exc.strerror or exc}") from exc
+    run_dir = resume_mod.run_folder(path, purpose="to evaluate")
+    # --out is checked and claimed (like a run's folder) before any work; the default folder
+    # is made once the run has loaded, so a bad run or override leaves nothing behind.
+    if out:
+        with claims.claim_output(Path(out), "eval", overwrite, keep=(EVAL_JSON,)) as out_dir:
+            return _evaluate(run_dir, overrides, out_dir, load_run)
+    loaded = load_run(run_dir, overrides, what="odecli eval", work_dir=run_dir / "eval")
+    made = sweeps.claim_dir(run_dir / "eval", "")
+    try:
+        with claims.claim_output(made, "eval", keep=(EVAL_JSON,)) as out_dir:
+            return _evaluate(run_dir, overrides, out_dir, lambda *a, **k: loaded)
+    except BaseException:
+        for folder in (made.parent, made.parent.parent):  # eval/<date>/ when left empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _evaluate(run_dir: Path, overrides: list[str], out_dir: Path, load: Any
+              ) -> tuple[dict[str, Any], Path]:
+    from odecli.engine import rundir
+
+    loaded = load(run_dir, overrides, what="odecli eval", work_dir=out_dir)
     loaded.experiment.run_dir = out_dir
     exp, state, cmd, cfg = loaded.experiment, loaded.state, loaded.command, loaded.cfg
     t0 = time.perf_counter()

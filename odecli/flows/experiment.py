@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +33,10 @@ from odecli.flows.schema import check_cnf
 from odecli.flows.trained import TrainedFlow
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import CountingField, SolverSpec, check_finite
+
+# Points per solve when sampling: bounded memory for any count; a multiple of 16, so torch's
+# chunked normal draws equal one draw of them all.
+SAMPLE_CHUNK = 65536
 
 log = logging.getLogger("odecli.cnf")
 LN2 = math.log(2.0)
@@ -173,6 +177,18 @@ class CNFExperiment(Experiment):
         path = flow_back(self.eval_counter, z, times, self.spec)
         out = path.double().cpu().numpy()
         return out[-1] if n_times == 2 else out
+
+    def sample_chunks(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK
+                      ) -> Iterator[np.ndarray]:
+        """`n` model samples as (<= chunk, 2) arrays, in bounded memory (`odecli sample`
+        streams them to a file): one seeded generator draws the base points chunk by chunk,
+        so the draws are those of a single (n, 2) draw (chunk is a multiple of 16)."""
+        gen = torch.Generator().manual_seed(seed)
+        times = torch.tensor([self.T, 0.0], dtype=self.rt.dtype, device=self.rt.device)
+        for start in range(0, n, chunk):
+            z = torch.randn(min(chunk, n - start), 2, generator=gen, dtype=torch.float64)
+            z = z.to(self.rt.device, self.rt.dtype)
+            yield flow_back(self.eval_counter, z, times, self.spec)[-1].double().cpu().numpy()
 
     def figures(self, run_dir: Path, history: list[dict[str, Any]],
                 test: dict[str, Any] | None) -> None:

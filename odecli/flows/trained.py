@@ -37,7 +37,7 @@ class TrainedFlow(TrainedModel):
         exp.spec = spec
         try:
             with self.counting(exp.eval_counter):
-                return np.asarray(exp.sample(n, seed))
+                return np.concatenate(list(exp.sample_chunks(n, seed)))
         finally:
             exp.spec = old
 

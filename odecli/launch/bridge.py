@@ -38,7 +38,7 @@ from odecli.launch.sweeps import (
     thread_share,
     worst_value,
 )
-from odecli.paths import config_dir
+from odecli.paths import config_dir, resolved
 from odecli.registry import Command
 
 log = logging.getLogger("odecli")
@@ -88,7 +88,7 @@ def default_hydra_overrides(cmd: Command, user: list[str]) -> list[str]:
 def static_prefix(path: str) -> Path:
     """The part of a run-dir pattern before its first interpolation."""
     head = path.split("${", 1)[0]
-    return Path(head or ".").expanduser().resolve()
+    return resolved(head or ".")
 
 
 def check_writable(overrides: list[str], multirun: bool) -> None:
@@ -318,8 +318,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         elif key in given:
             # the folder as it resolves now (it may hold ${now:...}), passed on resolved so
             # Hydra writes where the claim is
-            target = Path(str(composed.hydra.sweep.dir if multirun else composed.hydra.run.dir)
-                          ).expanduser().resolve()
+            target = resolved(str(composed.hydra.sweep.dir if multirun
+                                  else composed.hydra.run.dir))
             args = [o for o in args if ov.key(o) != key]
             if multirun and not overwrite:  # the same sweep again: continue it
                 cont = continuation.from_rerun(cmd.name, target, args)

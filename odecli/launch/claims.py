@@ -25,6 +25,7 @@ from pathlib import Path
 
 from odecli.engine.rundir import CHECKPOINT, HISTORY, METRICS, remove_stale_temps
 from odecli.errors import OdecliError
+from odecli.paths import resolved
 
 LOCK = ".odecli.lock"
 RUN_FILES = (".hydra/config.yaml", METRICS, CHECKPOINT)
@@ -104,7 +105,7 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
           sweep: bool = False) -> Iterator[Path]:
     """Hold `folder` for this command; refuse one that holds a run (or, for a sweep, earlier
     jobs) unless resuming it, or move that run aside with `overwrite`."""
-    folder = Path(folder).expanduser().resolve()
+    folder = resolved(folder)
     was_empty = not folder.exists() or not any(folder.iterdir())
     fd = _lock(folder)
     failed = False
@@ -146,10 +147,55 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
         os.close(fd)
 
 
-def _tidy(folder: Path, was_empty: bool, failed: bool) -> None:
+@contextlib.contextmanager
+def claim_output(folder: Path, command: str, overwrite: bool = False,
+                 keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Hold a folder a command writes its results into (`eval --out`), as a run's folder is
+    held: never a run folder, one that already holds files only with `overwrite` (the
+    command's own files in it are then replaced), a new one only inside an existing folder.
+    A folder made here is removed again when the command fails before writing any of `keep`.
+    """
+    folder = resolved(folder)
+    if not folder.parent.is_dir():
+        raise OdecliError(f"cannot write {folder}: folder {folder.parent} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise OdecliError(f"{folder} is a file, not a folder; choose another --out")
+
+    def check() -> bool:
+        if holds_run(folder):
+            raise OdecliError(f"{folder} is a run folder; odecli {command} never writes "
+                              f"into one: choose another --out")
+        names = sorted(p.name for p in folder.iterdir() if p.name != LOCK)
+        if names and not overwrite:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise OdecliError(f"{folder} already holds files ({shown}); choose another "
+                              f"--out, or pass --overwrite to replace odecli {command}'s "
+                              f"files in it")
+        return not names
+
+    if folder.exists():
+        check()
+    was_empty = not folder.exists() or not any(folder.iterdir())
+    fd = _lock(folder)
+    failed = False
+    try:
+        check()  # again under the lock: nothing slipped in meanwhile
+        remove_stale_temps(folder)
+        try:
+            yield folder
+        except BaseException:
+            failed = True
+            raise
+    finally:
+        _tidy(folder, was_empty, failed, keep, quiet=True)
+        os.close(fd)
+
+
+def _tidy(folder: Path, was_empty: bool, failed: bool,
+          keep: tuple[str, ...] = (CHECKPOINT, METRICS), quiet: bool = False) -> None:
     """Leave no folder this command made that holds nothing to keep: an empty one (bad
-    input), or, when the command failed, one without a checkpoint or metrics (Hydra's
-    start-up files only: a full disk, Ctrl-C before training)."""
+    input), or, when the command failed, one without any of `keep` (a run's: Hydra's
+    start-up files only, after a full disk or Ctrl-C before training)."""
     if not was_empty:
         return
     with contextlib.suppress(OSError):
@@ -157,7 +203,10 @@ def _tidy(folder: Path, was_empty: bool, failed: bool) -> None:
         if names <= {LOCK}:
             (folder / LOCK).unlink()
             folder.rmdir()
-        elif failed and not (folder / CHECKPOINT).exists() and not (folder / METRICS).exists():
+        elif failed and not any((folder / k).exists() for k in keep):
+            shutil.rmtree(folder)
+            if quiet:
+                return
             shutil.rmtree(folder)
             print(f"note: removed {folder}: the command stopped before training, so it held "
                   f"nothing to continue", file=sys.stderr, flush=True)

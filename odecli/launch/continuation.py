@@ -22,6 +22,7 @@ from typing import Any
 from odecli.engine.rundir import CHECKPOINT, METRICS
 from odecli.errors import OdecliError
 from odecli.launch import overrides as ov
+from odecli.paths import resolved
 
 MULTIRUN = "multirun.yaml"
 SWEEPER = "hydra_plugins.odecli_plugins.continue_sweeper.ContinueSweeper"
@@ -68,7 +69,7 @@ def from_resume(command: str, args: list[str], target: str) -> Continuation | No
     from odecli.engine.checkpoint import RESUMABLE_KEYS
     from odecli.launch.sweeps import SLURM_TARGET
 
-    path = Path(target).expanduser().resolve()
+    path = resolved(target)
     only = None
     user = [o for o in args if ov.key(o) != "resume"]
     if not is_sweep(path):

@@ -16,6 +16,7 @@ from typing import Any
 from odecli.engine.rundir import CHECKPOINT
 from odecli.errors import CheckpointError, OdecliError
 from odecli.launch.overrides import key, quote, value
+from odecli.paths import resolved
 
 
 def target(overrides: list[str]) -> str | None:
@@ -37,15 +38,6 @@ def run_folder(value: str, need_checkpoint: bool = True, purpose: str = "to resu
                               f"its first checkpoint (`odecli <command> resume={value}` "
                               f"starts it afresh)")
     return path
-
-
-def resolved(value: str | Path) -> Path:
-    """A path made absolute, or one line when it cannot be (a symlink loop)."""
-    try:
-        return Path(value).expanduser().resolve()
-    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's "Symlink loop"
-        raise OdecliError(f"cannot follow the path {value}: {exc}; a symbolic link in it "
-                          f"points back at itself (see `ls -l` along the path)") from None
 
 
 def never_trained(value: str) -> Path | None:
