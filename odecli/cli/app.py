@@ -12,6 +12,7 @@ import typer
 
 from odecli.cli.configs_index import describe_groups
 from odecli.dynamics.recover import DEFAULT_DEGREE, DEFAULT_THRESHOLD, DEGREES
+from odecli.errors import one_line
 from odecli.registry import COMMANDS, Command
 
 app = typer.Typer(
@@ -241,11 +242,33 @@ def list_configs(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    try:
+    """Console-script entry point: usage errors (`--n abc`, a misspelt command) as one
+    `error:` line, exit 2, instead of click's boxed usage text."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as click
+    except ImportError:
+        from click import exceptions as click  # type: ignore[no-redef]
+
+    if len(sys.argv) < 2:  # bare `odecli`: the help, as click shows it
         app()
+        return
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "odecli"
+        typer.echo(f"error: {one_line(exc.format_message())} (see `{where} --help`)",
+                   err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        typer.echo(f"error: {one_line(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except BrokenPipeError:  # `odecli list | head`
         sys.stderr.close()
+        return
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ ones through ALIASES) is odecli.launch.run_folders. No torch import.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -28,6 +29,7 @@ from odecli.launch.run_folders import (
     number,
     read_yaml,
 )
+from odecli.paths import resolved
 
 SYSTEM = "system"
 # Metric columns, in table order; ALWAYS are shown for every report, the rest when some run
@@ -99,12 +101,18 @@ def build(paths: list[str], sort: str | None = None, descending: bool = False
 
     def order(r: Run) -> tuple[Any, ...]:
         name = natural_key(Path(r.name))
-        if sort in r.settings:
-            return (0, r.settings.get(sort, ""), name)
+        if sort in r.settings:  # numbers as numbers (seed 2 before 10), then text
+            text = r.settings.get(sort, "")
+            try:
+                v = float(text)
+            except ValueError:
+                return (1, 0.0, text, name)
+            return (0, -v if descending else v, "", name) if math.isfinite(v) else (
+                1, 0.0, text, name)
         v = number(r.metrics.get(sort))
         if math.isnan(v):
-            return (1, 0.0, name)
-        return (0, -v if descending else v, name)
+            return (1, 0.0, "", name)
+        return (0, -v if descending else v, "", name)
 
     items.sort(key=order)
     return items, keys, metric_cols, sort
@@ -245,20 +253,30 @@ def _save(fig: Any, path: Path) -> Path:
 
 def default_out(paths: list[str]) -> Path:
     """One PATH: the report goes there; several: into their common folder."""
-    resolved = [str(Path(p).expanduser().resolve()) for p in paths]
-    return Path(os.path.commonpath(resolved))
+    return Path(os.path.commonpath([str(resolved(p)) for p in paths]))
+
+
+def check_out(out_dir: Path) -> None:
+    """The report folder exists (made if need be) and takes a file, or one line saying why."""
+    probe = out_dir / f".report-probe-{os.getpid()}{runs.TMP}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0" * 4096)
+    except OSError as exc:
+        raise OdecliError(f"cannot write the report folder {out_dir}: "
+                          f"{exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def report(paths: list[str], sort: str | None = None, descending: bool = False,
            out: str | None = None, plots: bool = True) -> tuple[str, list[Path]]:
     """Build the table, write report.csv, report.md and the figures; returns (text, files)."""
+    find_runs(paths)  # the PATHs hold runs: one line and nothing written if not
+    out_dir = resolved(out) if out else default_out(paths)
+    check_out(out_dir)  # before reading any run
     items, keys, metric_cols, sort_key = build(paths, sort, descending)
-    out_dir = Path(out).expanduser() if out else default_out(paths)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OdecliError(f"cannot write the report folder {out_dir}: "
-                          f"{exc.strerror or exc}") from None
     table = rows(items, metric_cols)
     written = [out_dir / "report.csv", out_dir / "report.md"]
     runs.atomic_write_bytes(written[0], csv_text(table).encode())

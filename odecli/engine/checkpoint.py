@@ -42,17 +42,59 @@ def read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} does not exist (no checkpoint to load)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: "
+                              f"{exc.strerror or one_line(exc)}") from None
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: "
-                              f"{one_line(exc)}") from None
+        # torch's own text may advise weights_only=False: unsafe for a corrupt or untrusted
+        # file, so it is never shown
+        reason = one_line(exc, 120)
+        if "weights_only" in reason or "pickle" in reason.lower():
+            reason = "it is not a PyTorch file of plain tensors and containers"
+        raise CheckpointError(f"checkpoint {path} is corrupt or not an odecli checkpoint "
+                              f"({reason}); resume from another run, or restart this one "
+                              f"with --overwrite") from None
     if not isinstance(state, dict) or "config" not in state or (
             "modules" not in state and "model" not in state):
         raise CheckpointError(f"checkpoint {path} is not an odecli checkpoint (an odecli run "
                               f"before the shared engine wrote VAE checkpoints without a "
                               f"config; such runs cannot be resumed or evaluated)")
-    if int(state.get("format", 1)) > FORMAT:
+    try:
+        version = int(state.get("format", 1))
+    except (TypeError, ValueError):
+        version = -1
+    if version > FORMAT:
         raise CheckpointError(f"checkpoint {path} was written by a newer odecli")
-    return _upgrade(state) if int(state.get("format", 1)) < FORMAT else state
+    missing = [k for k in REQUIRED.get(version, ("format",)) if k not in state]
+    if missing or not isinstance(state.get("config"), Mapping) or not _is_int(
+            state.get("iteration")):
+        what = f"missing '{missing[0]}'" if missing else "a damaged config or iteration"
+        raise CheckpointError(f"checkpoint {path} is incomplete or damaged ({what}); it "
+                              f"cannot be resumed or evaluated")
+    return _upgrade(state) if version < FORMAT else state
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_belongs(state: Mapping[str, Any], folder_command: str | None, folder: Path) -> None:
+    """Refuse a checkpoint another command wrote (copied into the wrong folder): its
+    weights and config mean nothing to the folder's run."""
+    from odecli.registry import COMMANDS
+
+    made_by = str(state.get("command", "train"))
+    if folder_command in COMMANDS and made_by != folder_command:
+        raise CheckpointError(f"the checkpoint in {folder} was written by an `odecli "
+                              f"{made_by}` run, but the folder holds an `odecli "
+                              f"{folder_command}` run: the checkpoint does not belong there")
+
+
+# What each format must hold for resume= and eval to use it.
+REQUIRED = {
+    1: ("iteration", "model", "config"),
+    2: ("iteration", "modules", "config", "optimizer", "rng", "counters", "history"),
+}
 
 
 def _upgrade(old: dict[str, Any]) -> dict[str, Any]:

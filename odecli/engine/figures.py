@@ -6,10 +6,14 @@ runs work without a display.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from odecli.engine.rundir import TMP
+from odecli.errors import WriteError
 
 
 def pyplot() -> Any:
@@ -27,10 +31,18 @@ def save(fig: Any, path: Path, notice: str | None = None) -> None:
     if notice:
         fig.text(0.5, 0.005, notice, ha="center", va="bottom", fontsize=7, color="0.3")
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    pyplot().close(fig)
+    tmp = path.with_name(f".{path.name}{TMP}")  # a killed run's is removed on resume
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or None)
+        tmp.replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise WriteError.of(path, exc) from None
+        raise
+    finally:
+        pyplot().close(fig)
 
 
 def _numbers(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:

@@ -255,6 +255,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         raise OdecliError("-m/--multirun cannot be combined with --cfg or --info; "
                           "drop -m to see the composed config")
     hydra_version.setbase("1.3")
+    ov.check_sizes(list(overrides))
     args = list(overrides)
     showing = bool(cfg or info)
     given = ov.keys(args)

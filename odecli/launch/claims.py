@@ -95,6 +95,40 @@ def _lock(folder: Path) -> int:
     return fd
 
 
+def held_by(folder: Path) -> str | None:
+    """Who holds the folder's lock ("pid N on HOST"), or None when no live command does.
+    Read from /proc/locks on Linux, so looking never takes the lock (a trial lock could make
+    a run starting at that instant refuse its own folder); elsewhere a shared trial lock."""
+    path = Path(folder) / LOCK
+    try:
+        st = path.stat()
+        text = path.read_text(errors="replace").strip() or "another process"
+    except OSError:
+        return None
+    try:
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        locks = None
+    if locks is not None:
+        want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in locks.splitlines():
+            parts = line.split()
+            if "FLOCK" in parts and any(p.lower() == want for p in parts):
+                return text
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return text
+    finally:
+        os.close(fd)  # closing drops a trial lock we got
+    return None
+
+
 def _aside(folder: Path) -> Path:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     return folder.with_name(f"{folder.name}.replaced-{stamp}")

@@ -18,6 +18,7 @@ from odecli import registry
 from odecli.errors import OdecliError
 from odecli.launch import overrides as ov
 from odecli.launch import resume as resume_mod
+from odecli.launch.run_folders import stored_command
 
 # Keys that describe a run, not its model: they may differ between a stored run and now.
 BOOKKEEPING = ("plots", "quiet", "resume")
@@ -58,8 +59,10 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
     from odecli.launch import bridge
     from odecli.numerics import device as device_mod
 
-    run_dir = resume_mod.run_folder(str(path))
+    ov.check_sizes(list(overrides))
+    run_dir = resume_mod.run_folder(str(path), purpose=f"for {what}")
     state = checkpoint.read(run_dir / rundir.CHECKPOINT)
+    checkpoint.check_belongs(state, stored_command(run_dir), run_dir)
     made_by = str(state.get("command", "train"))
     cmd = registry.COMMANDS.get(made_by)
     if cmd is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from odecli.errors import OdecliError
+
 
 def key(override: str) -> str:
     """The dotted key an override sets: '+train.lr=1' -> 'train.lr'."""
@@ -37,11 +39,39 @@ def within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 
 _WS = re.compile(r"\s*\n\s*")
+# Hydra's grammar parses a long list in superlinear time (20,000 items: half a minute);
+# about 1,000 short items fit in this.
+MAX_OVERRIDE_CHARS = 4096
+_LEXER = ("LexerNoViableAltException", "token recognition error", "mismatched input",
+          "extraneous input", "no viable alternative")
+
+
+def check_sizes(overrides: list[str]) -> None:
+    """Refuse, before Hydra parses anything, an override too long to parse quickly."""
+    for o in overrides:
+        if len(o) > MAX_OVERRIDE_CHARS:
+            raise OdecliError(f"the override '{o[:40]}...' is {len(o):,} characters long; "
+                              f"odecli takes at most {MAX_OVERRIDE_CHARS:,} per override")
+
+
+def quote_hint(text: str, override: str = "") -> str:
+    """Hydra's parse errors of an unquoted value (unicode, spaces, brackets in a path) with
+    the fix: quote the value."""
+    if not any(m in text for m in _LEXER):
+        return text
+    name, _, val = override.partition("=")
+    example = f"{name}='{val}'" if val else "key='value'"
+    return (f"cannot parse the override {override or 'given'}: Hydra's grammar takes "
+            f"unicode, spaces and most punctuation only inside quotes; quote the value, "
+            f"e.g. \"{example}\"")
 
 
 def hydra_message(exc: BaseException) -> str:
     """Hydra's multi-line messages ('Available options in ...') folded onto one line."""
     text = str(exc).strip() or type(exc).__name__
+    if any(m in text for m in _LEXER):
+        bad = re.search(r"(\S+=\S*)", text)
+        return quote_hint(text, bad.group(1) if bad else "")
     text = text.split("\nConfig search path", 1)[0].strip()
     text = re.sub(r"^In '[\w/]+': ", "", text)
     text = text.replace("\n\nAvailable options", ". Available options")

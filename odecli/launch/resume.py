@@ -86,7 +86,7 @@ def check(run_dir: Path, composed: Any) -> None:
     from omegaconf import OmegaConf, open_dict
 
     from odecli.engine import rundir as runs
-    from odecli.engine.checkpoint import check_compatible, read
+    from odecli.engine.checkpoint import check_belongs, check_compatible, read
 
     stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     composed = composed.copy()
@@ -94,7 +94,10 @@ def check(run_dir: Path, composed: Any) -> None:
         composed.pop("hydra", None)
     check_compatible(OmegaConf.to_container(stored, resolve=False),
                      OmegaConf.to_container(composed, resolve=False), f"resume of {run_dir}")
+    from odecli.launch.run_folders import stored_command
+
     state = read(run_dir / CHECKPOINT)
+    check_belongs(state, stored_command(run_dir), run_dir)
     check_compatible(state["config"], OmegaConf.to_container(composed, resolve=True),
                      f"checkpoint {run_dir / CHECKPOINT}")
     done, niters = int(state["iteration"]), int(composed.train.niters)

@@ -16,6 +16,7 @@ from odecli import registry
 from odecli.engine import rundir as runs
 from odecli.errors import OdecliError
 from odecli.launch import overrides
+from odecli.launch.claims import held_by
 
 # Old name -> current name, per file. Folders written before the three commands shared one
 # training engine use the old names; a current name wins where a file has both.
@@ -152,7 +153,10 @@ def load_run(path: Path) -> Run:
     run.system = _system(run.command, run.metrics, run.config)
     _fill_from_history(run.metrics, run.history)
     status = str(run.metrics.get("status", "")) if run.metrics else ""
-    if status == "ok":
+    holder = held_by(path)
+    if holder is not None:  # training now (perhaps resumed): its metrics are not final
+        run.status, run.reason = "running", f"held by {holder}"
+    elif status == "ok":
         run.status = "ok"
     elif status.startswith("failed"):
         run.status, run.reason = "failed", status.partition(": ")[2] or status
