@@ -66,6 +66,9 @@ def _guarded(work: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except OSError as exc:  # the machine, not odecli: a failure (exit 1), named, one line
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot use{where}: {exc.strerror or one_line(exc)}", 1)
     except Exception as exc:  # a bug, not bad input: still one line unless asked for more
         if os.environ.get("ODECLI_DEBUG"):
             raise

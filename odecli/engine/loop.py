@@ -257,9 +257,9 @@ class Engine:
         no test or figures (they write too); metrics.json records the failure where it still
         can be written, and names the command that continues from the last checkpoint."""
         metrics = run_metrics(self, "failed", reason, None, dict(self.last_eval), start_wall)
-        if self.saved_iteration is not None:
-            metrics["resume"] = f"odecli {self.exp.command} resume={self.run_dir}"
-            metrics["checkpoint_iteration"] = self.saved_iteration
+        # resume= continues from the checkpoint, or restarts a folder that has none
+        metrics["resume"] = f"odecli {self.exp.command} resume={self.run_dir}"
+        metrics["checkpoint_iteration"] = self.saved_iteration
         try:
             rundir.write_json(self.run_dir / rundir.METRICS, metrics)
         except WriteError as exc:
@@ -369,9 +369,12 @@ class RunFailedWithMetrics(RunFailed):
         text = metrics["status"] + (f" (hint: {hint})" if hint else "")
         if metrics.get("unrecorded"):
             text += f"; metrics.json could not record it either ({metrics['unrecorded']})"
-        if metrics.get("resume"):
+        if metrics.get("resume") and metrics.get("checkpoint_iteration") is not None:
             text += (f"; the checkpoint of iteration {metrics['checkpoint_iteration']} is "
                      f"intact: once the folder is writable again, continue with "
                      f"`{metrics['resume']}`")
+        elif metrics.get("resume"):
+            text += (f"; no checkpoint was saved yet: once the folder is writable again, "
+                     f"`{metrics['resume']}` starts it afresh")
         super().__init__(text)
         self.metrics = metrics

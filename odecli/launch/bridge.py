@@ -98,6 +98,7 @@ def check_writable(overrides: list[str], multirun: bool) -> None:
     for o in overrides:
         if ov.key(o) == key:
             root = static_prefix(o.split("=", 1)[1])
+    made = [p for p in (root, *root.parents) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".odecli-write-test-{os.getpid()}"
@@ -107,6 +108,9 @@ def check_writable(overrides: list[str], multirun: bool) -> None:
             with contextlib.suppress(OSError):
                 probe.unlink()
     except OSError as exc:
+        for p in made:  # what this check created, innermost first
+            with contextlib.suppress(OSError):
+                p.rmdir()
         reason = exc.strerror or str(exc)
         raise OdecliError(f"cannot write the output folder {root}: {reason}; "
                           f"set ODECLI_OUTPUTS or hydra.run.dir to a writable folder") from exc
@@ -123,9 +127,13 @@ def _hydra_call_state() -> Iterator[None]:
     levels = [h.level for h in handlers]  # the job function quiets console handlers
     old_env = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach us; we print one line
+    # a log file on a full disk must not print a traceback per record: the run's own
+    # error line says what failed
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
     try:
         yield
     finally:
+        logging.raiseExceptions = raising
         if old_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

@@ -79,7 +79,9 @@ def _lock(folder: Path) -> int:
     """Take the folder's lock or say who holds it; returns the open descriptor."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        # held read-only (a flock needs no write access): a run keeps no file open for
+        # writing, so its filesystem can still be remounted read-only under it
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError as exc:
         raise OdecliError(f"cannot claim the run folder {folder}: "
                           f"{exc.strerror or exc}") from None
@@ -90,8 +92,10 @@ def _lock(folder: Path) -> int:
         os.close(fd)
         raise OdecliError(f"{folder} is in use by a running odecli command ({holder}); wait "
                           f"for it to finish or choose another folder") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    # who holds it, through a second descriptor: closing that one keeps the lock, which
+    # belongs to `fd`'s open file
+    with contextlib.suppress(OSError), open(folder / LOCK, "w") as fh:
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
     return fd
 
 
@@ -241,6 +245,5 @@ def _tidy(folder: Path, was_empty: bool, failed: bool,
             shutil.rmtree(folder)
             if quiet:
                 return
-            shutil.rmtree(folder)
             print(f"note: removed {folder}: the command stopped before training, so it held "
                   f"nothing to continue", file=sys.stderr, flush=True)
