@@ -145,7 +145,7 @@ def test_ctrl_c_in_start_up_leaves_no_dead_folder(cli, outputs, tmp_path, monkey
     assert not list((outputs / "cnf").rglob(".hydra"))
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
