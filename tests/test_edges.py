@@ -166,8 +166,10 @@ def test_sigkill_at_any_moment_leaves_a_folder_resume_continues(outputs, tmp_pat
     env = {**os.environ, "ODECLI_OUTPUTS": str(outputs)}
 
     def start(folder: Path, *more: str) -> subprocess.Popen:
+        # (solver.compile=false: the kill is the point, not minutes of torch.compile)
         return subprocess.Popen([sys.executable, "-m", "odecli", command, *args,
-                                 "quiet=true", "plots.enabled=false", *more,
+                                 "quiet=true", "plots.enabled=false", "solver.compile=false",
+                                 *more,
                                  f"hydra.run.dir={folder}"], env=env, text=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -177,15 +179,15 @@ def test_sigkill_at_any_moment_leaves_a_folder_resume_continues(outputs, tmp_pat
                               text=True, capture_output=True, timeout=600)
 
     early, late = tmp_path / "early", tmp_path / "late"
-    proc = start(early, "train.niters=100000")
-    _wait_for(early / claims.LOCK, proc)  # claimed, Hydra not yet (or just) started
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc = start(late, "train.niters=100000", "train.checkpoint_seconds=0.2")
-    _wait_for(late / "checkpoint.pt", proc)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    for folder, when, more in ((early, claims.LOCK, []),  # claimed; Hydra (just) starting
+                               (late, "checkpoint.pt", ["train.checkpoint_seconds=0.2"])):
+        proc = start(folder, "train.niters=100000", *more)
+        try:
+            _wait_for(folder / when, proc)
+            time.sleep(0.3)  # late: mid-training, perhaps mid-write of the next checkpoint
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
     assert not (late / "metrics.json").exists()
     for folder in (early, late):
         res = resume(folder)
