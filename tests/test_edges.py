@@ -174,8 +174,11 @@ def test_sigkill_at_any_moment_leaves_a_folder_resume_continues(outputs, tmp_pat
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def resume(folder: Path) -> subprocess.CompletedProcess:
+        # the run's own overrides again: a folder killed before Hydra saved them has none
         return subprocess.run([sys.executable, "-m", "odecli", command, f"resume={folder}",
-                               "train.niters=6", "train.checkpoint_seconds=60"], env=env,
+                               *args, "quiet=true", "plots.enabled=false",
+                               "solver.compile=false", "train.niters=6",
+                               "train.checkpoint_seconds=60"], env=env,
                               text=True, capture_output=True, timeout=600)
 
     early, late = tmp_path / "early", tmp_path / "late"

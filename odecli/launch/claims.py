@@ -181,7 +181,7 @@ def claim(folder: Path, command: str, *, resume: bool = False, overwrite: bool =
             failed = True
             raise
     finally:
-        _tidy(folder, was_empty, failed)
+        _tidy(folder, was_empty, failed and not sweep)  # a sweep keeps its failed jobs
         os.close(fd)
 
 

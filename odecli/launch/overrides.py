@@ -55,30 +55,28 @@ def check_sizes(overrides: list[str]) -> None:
 
 
 def quote_hint(text: str, override: str = "") -> str:
-    """Hydra's parse errors of an unquoted value (unicode, spaces, brackets in a path) with
+    """Hydra's parse error of an unquoted value (unicode, spaces, brackets in a path), with
     the fix: quote the value."""
-    if not any(m in text for m in _LEXER):
-        return text
     name, _, val = override.partition("=")
     example = f"{name}='{val}'" if val else "key='value'"
-    return (f"cannot parse the override {override or 'given'}: Hydra's grammar takes "
-            f"unicode, spaces and most punctuation only inside quotes; quote the value, "
+    return (f"{text}; quote the value if it holds unicode, spaces or punctuation, "
             f"e.g. \"{example}\"")
 
 
 def hydra_message(exc: BaseException) -> str:
     """Hydra's multi-line messages ('Available options in ...') folded onto one line."""
     text = str(exc).strip() or type(exc).__name__
-    if any(m in text for m in _LEXER):
-        bad = re.search(r"(\S+=\S*)", text)
-        return quote_hint(text, bad.group(1) if bad else "")
+    parse_error = any(m in text for m in _LEXER)
+    bad = re.search(r"(\S+=\S*)", text) if parse_error else None
     text = text.split("\nConfig search path", 1)[0].strip()
     text = re.sub(r"^In '[\w/]+': ", "", text)
     text = text.replace("\n\nAvailable options", ". Available options")
     parts = [p for p in _WS.split(text) if p]
     if len(parts) > 1 and parts[0].endswith(":"):
-        return parts[0] + " " + ", ".join(parts[1:])
-    return "; ".join(parts).replace(":;", ":").replace(".;", ".")
+        folded = parts[0] + " " + ", ".join(parts[1:])
+    else:
+        folded = "; ".join(parts).replace(":;", ":").replace(".;", ".")
+    return quote_hint(folded, bad.group(1) if bad else "") if parse_error else folded
 
 
 # Config keys that name a folder or a file: a relative path is made absolute when the run
