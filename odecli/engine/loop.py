@@ -3,8 +3,10 @@
 An `Experiment` supplies the batch loss, the evaluation and the figures; the engine owns
 the rest: optimiser and schedule, progress bar, timing, NFE counters, the evaluation cadence,
 the best state, SIGINT/SIGTERM (finish the step, or abandon it after 5 s; checkpoint; status
-`interrupted`; exit 130/143), solver failures (`failed: <reason>` + hint, exit 1), figures at
-the end whatever happened, and `resume=` continuing a run bit for bit.
+`interrupted`; exit 130/143), solver failures (`failed: <reason>` + hint, exit 1), files it
+cannot write (`failed: cannot write PATH: <reason>` + the resume command, exit 1), the
+checkpoint cadence (iterations and seconds), figures at the end whatever happened, and
+`resume=` continuing a run bit for bit.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class Engine:
             metrics = (self.finish(status, reason, hint, start_wall) if writable
                        else self.record_write_failure(reason or "", start_wall))
             exp.counter.abort = None
-        if status == "interrupted":
+        if status == "interrupted" and metrics["status"] == "interrupted":
             assert stop.signum is not None
             raise Interrupted(f"interrupted by {stop.name} at iteration {self.iteration} of "
                               f"{o['niters']}; checkpoint saved, continue with: "
