@@ -360,7 +360,7 @@ def test_sample_streams_chunks_equal_to_one_draw(cli, cnf_run, tmp_path, monkeyp
 
 # -- 5. no internal errors -------------------------------------------------------------------
 @pytest.mark.parametrize("damage,message", [
-    (lambda p: p.write_bytes(os.urandom(4000)), "is corrupt or not an odecli checkpoint"),
+    (lambda p: p.write_bytes(os.urandom(4000)), "is corrupt or unreadable"),
     (lambda p: torch.save({k: v for k, v in torch.load(p, weights_only=True).items()
                            if k != "iteration"}, p), "incomplete or damaged (missing 'iteration')"),
 ])

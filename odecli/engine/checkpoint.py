@@ -51,9 +51,9 @@ def read(path: Path) -> dict[str, Any]:
         reason = one_line(exc, 120)
         if "weights_only" in reason or "pickle" in reason.lower():
             reason = "it is not a PyTorch file of plain tensors and containers"
-        raise CheckpointError(f"checkpoint {path} is corrupt or not an odecli checkpoint "
-                              f"({reason}); resume from another run, or restart this one "
-                              f"with --overwrite") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({reason}); "
+                              f"restart the run with --overwrite, or use another run's "
+                              f"checkpoint") from None
     if not isinstance(state, dict) or "config" not in state or (
             "modules" not in state and "model" not in state):
         raise CheckpointError(f"checkpoint {path} is not an odecli checkpoint (an odecli run "
