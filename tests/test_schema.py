@@ -280,7 +280,7 @@ def test_yaml_values_are_what_the_vaes_get():
     ("train", ["solver.rtol=null"], "solver.rtol and solver.atol must be positive numbers"),
     ("train", ["train.batch_time=1"], "train.batch_time must be an integer >= 2, got 1"),
     ("train", ["model.width=[8,0]"], "model.width must be a positive integer or a list"),
-    ("train", ["seed=abc"], "seed must be an integer >= 0, got 'abc'"),
+    ("train", ["seed=abc"], "seed must be an integer in [0, 4294967295], got 'abc'"),
     ("spiral-vae", ["data.n_spirals=2"], "leave no training spirals"),
     ("spiral-vae", ["data.window=0"], "data.window must be in (0, 1], got 0"),
     ("spiral-vae", ["train.partial_share=2"], "train.partial_share must be in [0, 1], got 2"),
