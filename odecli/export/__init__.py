@@ -1,0 +1,1 @@
+"""`odecli export`: a trained model as an ONNX or torch.export file, checked as written."""
