@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 from odecli.errors import OdecliError
-from odecli.export import formats, targets
+from odecli.export import FORMATS, formats, targets
 from odecli.numerics.unrolled import check_method
 from odecli.version import __version__
 
 METADATA = "export.json"
-DEFAULT_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -46,16 +45,16 @@ def check_request(run: str, out: str, fmt: str | None, what: str | None, solver:
                   steps: int, tolerance: float, force: bool) -> Request:
     """The request, or one line saying what is wrong with it."""
     path = Path(out).expanduser()
-    by_suffix = {s: f for f, s in formats.FORMATS.items()}
+    by_suffix = {s: f for f, s in FORMATS.items()}
     if fmt is None:
         fmt = by_suffix.get(path.suffix)
         if fmt is None:
             raise OdecliError(f"--out must end in {' or '.join(by_suffix)} (or give --format "
                               f"onnx|pt2), got '{out}'")
-    if fmt not in formats.FORMATS:
-        raise OdecliError(f"--format takes {' or '.join(formats.FORMATS)}, got '{fmt}'")
-    if path.suffix != formats.FORMATS[fmt]:
-        raise OdecliError(f"a --format {fmt} file ends in {formats.FORMATS[fmt]}, got '{out}'")
+    if fmt not in FORMATS:
+        raise OdecliError(f"--format takes {' or '.join(FORMATS)}, got '{fmt}'")
+    if path.suffix != FORMATS[fmt]:
+        raise OdecliError(f"a --format {fmt} file ends in {FORMATS[fmt]}, got '{out}'")
     if not path.parent.resolve().is_dir():
         raise OdecliError(f"cannot write {path}: folder {path.parent} does not exist")
     check_method(solver)
@@ -87,14 +86,14 @@ def export_run(req: Request) -> dict[str, Any]:
         "steps_are": "fixed steps between consecutive output times" if target.nfe else None,
         "nfe_per_call": target.nfe, "inputs": list(target.input_names),
         "output": target.output_name, "shapes": target.shapes, "data": target.data,
-        "reference": targets.REFERENCE, "tolerance": req.tolerance,
+        "reference": target.reference_is, "tolerance": req.tolerance,
     }
     program = formats.export(target, req.fmt)
     tmp = req.out.with_name(f".{req.out.stem}.tmp-{os.getpid()}{req.out.suffix}")
     try:
         program.save(tmp, meta)
-        got = formats.run(req.fmt, tmp, target.inputs)
-        one = formats.run(req.fmt, tmp, _first(target))
+        got = formats.run(req.fmt, tmp, target.inputs, target.input_names)
+        one = formats.run(req.fmt, tmp, _first(target), target.input_names)
         error = float(np.abs(got.astype(np.float64) - reference).max())
         meta.update(
             error=error, error_is="max absolute difference from the reference on the data",
@@ -121,7 +120,7 @@ def export_run(req: Request) -> dict[str, Any]:
 def _first(target: targets.Target) -> tuple[torch.Tensor, ...]:
     """The inputs cut to a batch of one (the dynamic batch axis checked)."""
     return tuple(x[:1] if d and 0 in d and d[0] == "batch" else x
-                 for x, d in zip(target.inputs, target.dynamic))
+                 for x, d in zip(target.inputs, target.dynamic, strict=True))
 
 
 def _first_out(target: targets.Target, out: np.ndarray) -> np.ndarray:

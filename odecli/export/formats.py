@@ -22,7 +22,6 @@ import torch
 from odecli.errors import OdecliError
 from odecli.export.targets import Target
 
-FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
 OPSET = 18
 
 
@@ -50,12 +49,16 @@ def export(target: Target, fmt: str) -> Program:
     return Program(fmt, _onnx(target) if fmt == "onnx" else _exported(target))
 
 
-def run(fmt: str, path: Path, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """The file's output on `inputs` (float32 numpy), run by onnxruntime or torch.export."""
+def run(fmt: str, path: Path, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...]
+        ) -> np.ndarray:
+    """The file's output on `inputs` (float32 numpy), run by onnxruntime or torch.export.
+    (An ONNX graph drops an input nothing uses, e.g. t of a field that does not depend on
+    time, so inputs go in by name.)"""
     if fmt == "onnx":
         session = _onnx_session(path)
-        names = [i.name for i in session.get_inputs()]
-        return np.asarray(session.run(None, {n: x.numpy() for n, x in zip(names, inputs)})[0])
+        feed = dict(zip(names, (x.numpy() for x in inputs), strict=True))
+        wanted = [i.name for i in session.get_inputs()]
+        return np.asarray(session.run(None, {n: feed[n] for n in wanted})[0])
     program = torch.export.load(str(path))
     with torch.no_grad():
         return program.module()(*inputs).numpy()
@@ -102,7 +105,7 @@ def _onnx(target: Target) -> Any:
                     output_names=[target.output_name], opset_version=OPSET,
                     dynamic_shapes=_dynamic_shapes(target), dynamo=True, verbose=False)
     finally:
-        for q, level in zip(quiet, levels):
+        for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
 
 

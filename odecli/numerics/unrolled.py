@@ -49,14 +49,14 @@ def rk_step(field: nn.Module, method: str, t: torch.Tensor, h: torch.Tensor,
     """One step of `method` from (t, y) with step h."""
     c, a, b = TABLEAUS[method]
     ks: list[torch.Tensor] = []
-    for ci, row in zip(c, a):
+    for ci, row in zip(c, a, strict=True):
         yi = y
-        for aij, kj in zip(row, ks):
+        for aij, kj in zip(row, ks, strict=True):
             if aij != 0.0:
                 yi = yi + h * aij * kj
         ks.append(field(t + ci * h, yi))
     out = y
-    for bi, ki in zip(b, ks):
+    for bi, ki in zip(b, ks, strict=True):
         if bi != 0.0:
             out = out + h * bi * ki
     return out
