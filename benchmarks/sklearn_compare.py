@@ -88,8 +88,8 @@ def main() -> None:
                                           "inference_atol": r})
                  for r in (1e-1, 1e-2, 1e-3, 1e-5, 1e-7)]
     for label, change in settings:
-        est.set_params(inference_solver=None, inference_rtol=None, inference_atol=None,
-                       inference_steps=None, **change)
+        est.set_params(**{"inference_solver": None, "inference_rtol": None,
+                          "inference_atol": None, "inference_steps": None, **change})
         start = time.perf_counter()
         acc = pipe.score(Xte, yte)
         ms = 1000 * (time.perf_counter() - start)

@@ -47,7 +47,7 @@ class _ODENetBase(BaseEstimator):
                  steps: int | None = 4, rtol: float = 1e-3, atol: float = 1e-4,
                  gradient: str = "direct", inference_solver: str | None = None,
                  inference_rtol: float | None = None, inference_atol: float | None = None,
-                 inference_steps: int | None = None, max_iter: int = 200,
+                 inference_steps: int | None = None, max_iter: int = 60,
                  batch_size: int = 64, learning_rate: float = 3e-3, alpha: float = 1e-4,
                  random_state: Any = None) -> None:
         self.width = width
