@@ -167,3 +167,22 @@ def test_other_commands_are_not_exported(tmp_path):
 
     with pytest.raises(ConfigError, match="a 'cnf' run is not exported"):
         targets.build("cnf", None, None, "rk4", 4)
+
+
+@pytest.mark.slow
+def test_a_data_file_run_exports_in_the_files_units(cli, tmp_path):
+    run = tmp_path / "hare_lynx"
+    odecli.run("train", ["system=hare_lynx", "train.niters=5", "quiet=true",
+                         "plots.enabled=false"], run)
+    out = tmp_path / "out" / "hl.pt2"
+    out.parent.mkdir()
+    res = cli("export", str(run), "--out", str(out), "--steps", "8", "--force")
+    assert res.exit_code == 0, res.stderr
+    model = odecli.load(run)
+    (t, _), = model.trajectories.values()
+    y0 = np.array([[30.0, 4.0], [20.0, 10.0]])
+    with torch.no_grad():
+        got = torch.export.load(str(out)).module()(torch.tensor(y0, dtype=torch.float32),
+                                                   torch.tensor(t[:9], dtype=torch.float32))
+    want = model.predict(y0, t[:9], solver="dopri5", rtol=1e-7, atol=1e-9)
+    assert np.abs(got.numpy() - want).max() < 1e-6 * np.abs(want).max() * 10

@@ -162,10 +162,13 @@ def _run_states(exp: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
         parts = exp.split.train
         longest = max(parts, key=lambda p: len(p.t))
         y0 = np.stack([p.start_y for p in parts])
+        # a batch of one would be traced as a constant: add complete observed states
+        rows = np.asarray(longest.y)[1:][np.isfinite(np.asarray(longest.y)[1:]).all(1)][:3]
+        y0 = np.concatenate([y0, rows])
         t = torch.as_tensor(np.asarray(longest.t, dtype=np.float64))
         return (torch.as_tensor(y0, dtype=torch.float64), t,
-                f"the start states of the {len(parts)} training trajectories of the data file, "
-                f"on the times of '{longest.name}' ({len(t)} times)")
+                f"the start states of the {len(parts)} training trajectories of the data file "
+                f"and {len(rows)} observed states of '{longest.name}', on its {len(t)} times")
     obs = exp.obs.y
     idx = torch.linspace(0, len(obs) - 1, 4).round().long()[1:]
     y0 = torch.cat([exp.truth[:1], obs[idx]]).double().cpu()
