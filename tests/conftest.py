@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+
+# scikit-learn's estimator checks (tests/test_sklearn.py) include the array API check, which
+# needs SciPy's array API mode, read when SciPy is first imported: set before any import.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import subprocess
 import sys
 from dataclasses import dataclass

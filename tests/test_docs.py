@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "docs" / "hooks"))
 import reference  # noqa: E402
 
 READERS = {"eval": LOAD_KEYS, "sample": ("solver", "device")}
-OPTIONS_ONLY = ("recover",)  # commands that take a run folder and options, no overrides
+# commands that take a run folder and options, no overrides
+OPTIONS_ONLY = ("recover", "export")
 FENCE = re.compile(r"^(\s*)```")
 
 

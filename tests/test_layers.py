@@ -23,6 +23,8 @@ PACKAGE = ROOT / "odecli"
 # Top to bottom. A module belongs to the first entry whose prefix names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("odecli.cli", "odecli.__main__")),
+    # models taken out of odecli: export files (through odecli.load), scikit-learn estimators
+    ("out", ("odecli.export", "odecli.sklearn")),
     ("api", ("odecli.api", "odecli")),
     ("launch", ("odecli.launch",)),
     ("families", ("odecli.dynamics", "odecli.latent", "odecli.flows", "odecli.classify",

@@ -15,7 +15,8 @@ from odecli.launch.sweeps import sweep_jobs
 from odecli.paths import config_dir
 from odecli.registry import COMMANDS, get
 
-READERS = {"report", "eval", "sample", "recover", "list"}  # commands reading runs, not families
+# the commands that read runs, not families
+READERS = {"report", "eval", "sample", "recover", "list", "export"}
 
 
 def _defaults_groups(config: str) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from odecli import export as export_defaults
 from odecli.cli.configs_index import describe_groups
 from odecli.dynamics.recover import DEFAULT_DEGREE, DEFAULT_THRESHOLD, DEGREES
 from odecli.errors import one_line
@@ -226,6 +227,42 @@ def recover_cmd(
 
         summary, path = recover_run(run, degree, threshold, out, overwrite)
         typer.echo(report(summary, path))
+
+    _guarded(work)
+
+
+@app.command("export", help=(
+    "Write a trained model to an ONNX or torch.export (.pt2) file, checked as it is written."
+    "\n\n"
+    "`train` runs: --what trajectory (initial states y0 (batch, dim) and times t -> the "
+    "trajectory (times, batch, dim)) or --what field (t, y -> dy/dt); `classify` runs: images "
+    "-> logits. The solve is unrolled: --steps fixed steps of --solver between consecutive "
+    "times. The file is run (onnxruntime, torch.export.load) on the run's data and compared "
+    "with odecli's adaptive reference solve; an error over --tolerance refuses the export "
+    "(--force writes it, the error in its name). export.json beside the file records it."
+    "\n\n"
+    "Example: odecli export outputs/train/2025-01-31/10-00-00-000000_lotka --out lotka.onnx"))
+def export_cmd(
+    run: str = typer.Argument(..., help="The run folder (train or classify).",
+                              show_default=False),
+    out: str = typer.Option(..., "--out", "-o", help="The file to write: .onnx or .pt2.",
+                            show_default=False),
+    fmt: str = typer.Option(None, "--format", "-f", help="onnx or pt2 (default: from --out)."),
+    what: str = typer.Option(None, "--what", help="train: trajectory (default) or field."),
+    solver: str = typer.Option(export_defaults.DEFAULT_SOLVER, "--solver",
+                               help="A fixed-step method: euler, midpoint, heun2, heun3, rk4."),
+    steps: int = typer.Option(export_defaults.DEFAULT_STEPS, "--steps",
+                              help="Fixed steps between consecutive output times."),
+    tolerance: float = typer.Option(export_defaults.DEFAULT_TOLERANCE, "--tolerance",
+                                    help="Largest max absolute error accepted."),
+    force: bool = typer.Option(False, "--force", help="Write an export over the tolerance "
+                               "(its error in the file name and metadata)."),
+) -> None:
+    def work() -> None:
+        from odecli.export import core
+
+        req = core.check_request(run, out, fmt, what, solver, steps, tolerance, force)
+        typer.echo(core.summary(core.export_run(req)))
 
     _guarded(work)
 
