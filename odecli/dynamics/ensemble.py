@@ -29,7 +29,8 @@ from odecli.numerics.solve import SolverSpec, check_finite, translate_failure
 MEMBER_KEYS = ("seed", "resume", "quiet", "objective", "train.lr", "train.lr_min",
                "train.weight_decay", "train.grad_clip", "train.niters", "train.test_freq",
                "train.checkpoint_every", "train.schedule", "train.optimizer", "data.noise_std",
-               "solver.rtol", "solver.atol", "plots", "logger")
+               "solver.rtol", "solver.atol", "solver.options.max_num_steps", "plots",
+               "logger")
 
 
 class StackedField:
@@ -107,9 +108,12 @@ class DynamicsMembers:
         field = self._field(idx)
         field.restack()
         specs = [self.exps[i].spec for i in idx]
+        budgets = [int((s.torchdiffeq_options() or {}).get("max_num_steps", 2**31 - 1))
+                   for s in specs]
         return ensemble_rk.solve_members(field, y0, times, self.spec.method,
                                          [s.rtol for s in specs], [s.atol for s in specs],
-                                         self.spec.torchdiffeq_options())
+                                         self.spec.torchdiffeq_options(), budgets,
+                                         self.exps[idx[0]].counter.abort)
 
     def losses(self, idx: list[int]) -> list[tuple[torch.Tensor | SolverError, int, int]]:
         """Each member's training loss on its own windows (or its solver failure), with the

@@ -24,7 +24,7 @@ import torch
 from odecli.engine import progress, signals
 from odecli.engine.loop import Engine
 from odecli.errors import Interrupted, SolverError
-from odecli.numerics.solve import check_finite
+from odecli.numerics.solve import StepAborted, check_finite
 
 log = logging.getLogger("odecli.engine")
 
@@ -60,9 +60,16 @@ class Members:
 
     def _step(self, active: list[int]) -> None:
         start = time.perf_counter()
+        saved = {i: (self.engines[i].exp.rng_state(), torch.get_rng_state()) for i in active}
         for i in active:
             self.engines[i].optimizer.zero_grad(set_to_none=True)
-        results = self.batch.losses(active)
+        try:
+            results = self.batch.losses(active)
+        except StepAborted:  # a stop signal and a step still running 5 s later
+            for i, (exp_state, torch_state) in saved.items():
+                self.engines[i].exp.set_rng_state(exp_state)
+                torch.set_rng_state(torch_state)
+            raise
         kept, total = [], None
         for i, (loss, fwd, bwd) in zip(active, results, strict=True):
             try:
@@ -104,31 +111,20 @@ class Members:
         with signals.stop_signals() as stop, progress.progress(
                 niters, f"train: ensemble of {len(engines)}", self.quiet,
                 start=min(e.iteration for e in engines)) as bar:
-            self._record([i for i in todo if engines[i].iteration == 0
-                          and engines[i].exp.evaluate_at_start
-                          and not engines[i].history.rows])
+            for e in engines:
+                e.exp.counter.abort = stop.overdue
             active = [i for i in todo if i not in self.outcome]
-            while active and not stop:
-                self._step(active)
-                due = []
-                for i in active:
-                    e = engines[i]
-                    if i in self.outcome:
-                        continue
-                    last = e.iteration == e.opts["niters"]
-                    if e.iteration % e.opts["test_freq"] == 0 or last:
-                        due.append(i)
-                self._record(due)
-                for i in active:
-                    e, every = engines[i], engines[i].opts["checkpoint_every"]
-                    if (i not in self.outcome and every and e.iteration % every == 0
-                            and e.iteration != e.opts["niters"]):
-                        e.save_checkpoint()
-                active = [i for i in active if i not in self.outcome
-                          and engines[i].iteration < engines[i].opts["niters"]]
-                done = [engines[i].iteration for i in active]
-                bar.update(min(done) if done else niters, loss=_mean_loss(engines, active),
-                           members=len(active))
+            try:
+                self._record([i for i in todo if engines[i].iteration == 0
+                              and engines[i].exp.evaluate_at_start
+                              and not engines[i].history.rows])
+                active = [i for i in todo if i not in self.outcome]
+                self._loop(active, stop, bar, niters)
+            except StepAborted:
+                log.warning("%s: a step of the ensemble did not finish within %.0f s; "
+                            "abandoned", stop.name, signals.STEP_GRACE_SECONDS)
+            active = [i for i in active if i not in self.outcome
+                      and engines[i].iteration < engines[i].opts["niters"]]
             for i in active:
                 if stop:
                     self.outcome[i] = ("interrupted", stop.name, None)
@@ -138,8 +134,34 @@ class Members:
             for i, e in enumerate(engines):
                 status, reason, hint = self.outcome.get(i, ("ok", None, None))
                 metrics.append(e.finish(status, reason, hint, start_wall))
+                e.exp.counter.abort = None
         self.signum = stop.signum
         return metrics
+
+    def _loop(self, active: list[int], stop: signals.StopFlag, bar: Any, niters: int) -> None:
+        """Step, evaluate and checkpoint the active members until done or stopped."""
+        engines = self.engines
+        while active and not stop:
+            self._step(active)
+            due = []
+            for i in active:
+                e = engines[i]
+                if i in self.outcome:
+                    continue
+                last = e.iteration == e.opts["niters"]
+                if e.iteration % e.opts["test_freq"] == 0 or last:
+                    due.append(i)
+            self._record(due)
+            for i in active:
+                e, every = engines[i], engines[i].opts["checkpoint_every"]
+                if (i not in self.outcome and every and e.iteration % every == 0
+                        and e.iteration != e.opts["niters"]):
+                    e.save_checkpoint()
+            active = [i for i in active if i not in self.outcome
+                      and engines[i].iteration < engines[i].opts["niters"]]
+            done = [engines[i].iteration for i in active]
+            bar.update(min(done) if done else niters, loss=_mean_loss(engines, active),
+                       members=len(active))
 
     def interrupted(self, metrics: list[dict[str, Any]]) -> Interrupted | None:
         """The stop of the whole group, after every member has been checkpointed."""

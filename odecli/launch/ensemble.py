@@ -50,7 +50,8 @@ def differing(plains: list[dict[str, Any]]) -> list[str]:
     """The keys whose values differ between a group's members."""
     flats = [_flat(p) for p in plains]
     keys = sorted(set().union(*flats))
-    return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+    return [k for k in keys if k != "resume"  # each member's own folder
+            and len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
 
 
 class Job:

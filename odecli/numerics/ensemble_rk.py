@@ -31,6 +31,7 @@ import torch
 
 from odecli.numerics.rk import OPTIONS
 from odecli.numerics.rk_step import interp_matrix, tableau
+from odecli.numerics.solve import StepAborted
 
 
 @dataclass
@@ -55,12 +56,16 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor,
                   times: Sequence[float], method: str, rtol: Sequence[float],
-                  atol: Sequence[float], options: dict[str, Any] | None = None
-                  ) -> MemberSolve:
+                  atol: Sequence[float], options: dict[str, Any] | None = None,
+                  max_num_steps: Sequence[int] | None = None,
+                  abort: Callable[[], bool] | None = None) -> MemberSolve:
     """Solve dy/dt = func(y) for M members from y0 (M, *shape) over the shared, strictly
     increasing `times`, each member with its own tolerances rtol[m], atol[m]. A graph is kept
     when grad mode is on. A member that fails (NaN, underflow, step budget) gets the solo
-    loop's RuntimeError text in `errors[m]` and stops; the others go on."""
+    loop's RuntimeError text in `errors[m]` and stops; the others go on. `max_num_steps`:
+    each member's own step budget (else options' one for all); `abort()` is asked after
+    every step and, when true, abandons the solve (StepAborted), as a stop signal does to the
+    solo loop."""
     tab = tableau(method)
     opts = dict(options or {})
     if set(opts) - set(OPTIONS):
@@ -70,7 +75,9 @@ def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor
     dfactor = float(opts.get("dfactor", 0.2))
     min_step = float(opts.get("min_step", 0.0))
     max_step = float(opts.get("max_step", math.inf))
-    max_num_steps = int(opts.get("max_num_steps", 2**31 - 1))
+    budget = np.asarray(max_num_steps if max_num_steps is not None else
+                        [int(opts.get("max_num_steps", 2**31 - 1))] * y0.shape[0],
+                        dtype=np.int64)
     first_step = opts.get("first_step")
     tt = np.asarray(times, dtype=np.float64)
     if len(tt) < 2 or np.any(np.diff(tt) <= 0):
@@ -107,7 +114,9 @@ def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor
         live[mask] = False
 
     while live.any():
-        fail(n >= max_num_steps, f"max_num_steps exceeded ({max_num_steps}>={max_num_steps})")
+        if abort is not None and abort():
+            raise StepAborted("solve abandoned after a stop signal")
+        fail(n >= budget, "max_num_steps exceeded")
         fail(np.isnan(h), "non-finite values in the state: the step size is NaN")
         h = np.where(np.isfinite(h), h, min_step)
         h = np.minimum(np.maximum(h, min_step), max_step)
