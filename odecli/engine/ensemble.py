@@ -83,11 +83,13 @@ class Members:
             total = loss if total is None else total + loss
         if total is not None:
             total.backward()
-        for i, loss, fwd, bwd in kept:
+        for i, *_ in kept:
             e = self.engines[i]
             if e.opts["grad_clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(e.params, e.opts["grad_clip"])
-            e.optimizer.step()
+        optimizer_steps([self.engines[i].optimizer for i, *_ in kept])
+        for i, loss, fwd, bwd in kept:
+            e = self.engines[i]
             if e.scheduler is not None:
                 e.scheduler.step()
             e.exp.end_step()
@@ -171,6 +173,37 @@ class Members:
         name = stopped[0]["interrupted_by"]
         return Interrupted(f"interrupted by {name}: {len(stopped)} member(s) of the ensemble "
                            f"checkpointed", self.signum, str(self.engines[0].run_dir))
+
+
+def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:
+    """Step every member's optimiser. Adam and AdamW members with the same settings at this
+    step (a seed sweep: all of them) take one foreach update over all their parameters, each
+    member's state updated in place (its checkpoint is as after its own `step()`); the
+    others step one by one."""
+    from torch.optim.adam import adam
+
+    groups: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
+    for opt in optimizers:
+        g = opt.param_groups[0]
+        plain = (type(opt) in (torch.optim.Adam, torch.optim.AdamW) and len(opt.param_groups) == 1
+                 and not g["amsgrad"] and not g["maximize"] and not g.get("capturable")
+                 and not g.get("differentiable") and not g.get("fused"))
+        if not plain:
+            opt.step()
+            continue
+        key = (type(opt), float(g["lr"]), tuple(g["betas"]), g["eps"], g["weight_decay"])
+        groups.setdefault(key, []).append(opt)
+    for (kind, lr, (beta1, beta2), eps, weight_decay), opts in groups.items():
+        lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
+        for opt in opts:
+            opt._init_group(opt.param_groups[0], *lists)  # type: ignore[attr-defined]
+            opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
+        if lists[0]:
+            with torch.no_grad():
+                adam(*lists, foreach=True, amsgrad=False, beta1=beta1,
+                                      beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+                                      maximize=False,
+                                      decoupled_weight_decay=kind is torch.optim.AdamW)
 
 
 def _mean_loss(engines: list[Engine], active: list[int]) -> float:
