@@ -160,3 +160,20 @@ def test_sigint_checkpoints_every_member_and_the_sweep_resumes(outputs, tmp_path
     subprocess.run([*args[:4], "seed=1", *args[6:-2], f"hydra.run.dir={solo}"], env=env,
                    check=True, capture_output=True, timeout=600)
     assert_same_run(members(sweep)[1], solo)
+
+
+def test_a_member_config_derived_from_another_equals_its_composition():
+    from odecli import registry
+    from odecli.launch.bridge import compose
+
+    cmd = registry.get("train")
+    base_args = ["seed=0", "system=lotka", "train.lr=0.01"]
+    base = compose(cmd, base_args, with_hydra=True)
+    args = ["seed=5", "system=lotka", "train.lr=2e-3"]
+    derived = ensemble.derive(base, base_args, args)
+    assert derived is not None and derived.seed == 5 and derived.train.lr == 0.002
+    assert list(derived.hydra.overrides.task) == args
+    assert ensemble._same(derived, compose(cmd, args, with_hydra=True))
+    assert ensemble.derive(base, base_args, ["seed=0", "system=spiral", "train.lr=0.01"]) \
+        is None  # a group choice: composed again
+    assert ensemble.derive(base, base_args, ["seed=0", "system=lotka", "train=x"]) is None
