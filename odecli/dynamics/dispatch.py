@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from odecli.dynamics import systems
+from odecli.dynamics.ensemble import DynamicsMembers
 from odecli.dynamics.experiment import DynamicsExperiment
 from odecli.dynamics.file_experiment import FileExperiment
 
@@ -26,6 +27,8 @@ def reads_file(cfg: Any) -> bool:
 
 class TrainExperiment(DynamicsExperiment):
     """The class `odecli train` runs; an instance is one of the two experiments above."""
+
+    ensemble = DynamicsMembers  # hydra/launcher=ensemble: members trained as one batch
 
     def __new__(cls, cfg: DictConfig, run_dir: Path) -> Any:  # type: ignore[misc]
         return (FileExperiment if reads_file(cfg) else DynamicsExperiment)(cfg, run_dir)

@@ -33,6 +33,9 @@ class Experiment:
     # Keep the state with the lowest evaluation "score" and restore it before the test.
     track_best: ClassVar[bool] = False
     evaluate_at_start: ClassVar[bool] = False  # a history row before the first step
+    # hydra/launcher=ensemble: the family's batched members (odecli.engine.ensemble.Batch,
+    # with `unfit(cfg)` and `member_keys`), or None: every job runs alone
+    ensemble: ClassVar[Any] = None
     # metrics.json keys an Optuna sweep may minimise (`objective=`); the first is the default.
     objectives: ClassVar[tuple[str, ...]] = ("final_loss",)
     # History columns drawn in the loss figure's evaluation panel: (key, label).

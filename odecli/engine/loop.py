@@ -90,9 +90,10 @@ class Engine:
         self.iteration += 1
         self.train_seconds += time.perf_counter() - start
 
-    def record(self) -> None:
-        """Evaluate, append a history row, keep the best state."""
-        ev = self.exp.evaluate()
+    def record(self, ev: dict[str, float] | None = None) -> None:
+        """Evaluate (or take an evaluation made for this iteration, as the ensemble trainer
+        does for its members), append a history row, keep the best state."""
+        ev = self.exp.evaluate() if ev is None else ev
         self.last_eval, self.last_eval_iteration = ev, self.iteration
         # No training loss before the first step: an empty cell, not a NaN that reads as a
         # diverged run.

@@ -180,13 +180,25 @@ class _JobFunction:
         self.__name__ = "odecli_job"
         self.__qualname__ = "odecli_job"
 
-    def __call__(self, cfg: Any) -> dict[str, Any]:
+    def __call__(self, cfg: Any) -> Any:
         from hydra.core.hydra_config import HydraConfig
 
-        from odecli.engine import rundir as runs
+        run_dir = self.start()
+        experiment_cls = registry.get(self.cmd_name).experiment_class()
 
-        cmd = registry.get(self.cmd_name)
-        experiment_cls = cmd.experiment_class()
+        def train() -> tuple[dict[str, Any], Any]:
+            from odecli.engine import loop
+            from odecli.numerics import device as device_mod
+
+            with device_mod.thread_cap(thread_share(HydraConfig.get().launcher)):
+                return loop.train(experiment_cls, cfg, run_dir)
+
+        return self.report(cfg, run_dir, train)
+
+    def start(self) -> Path:
+        """The job's run folder, with the terminal left to the progress bar and summary."""
+        from hydra.core.hydra_config import HydraConfig
+
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         # The progress bar and the CLI's one-line summary or error own the terminal; log
         # records (evaluations, failures with their iteration) go to the run's log file.
@@ -194,13 +206,18 @@ class _JobFunction:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.CRITICAL + 1)
         _OUTCOME.run_dirs.append(run_dir)
-        from odecli.numerics import device as device_mod
+        return run_dir
 
+    def report(self, cfg: Any, run_dir: Path, train: Callable[[], tuple[dict[str, Any], Any]]
+               ) -> Any:
+        """Run `train` (the job's training, or the ensemble's result for this member) and
+        turn its outcome into what Hydra gets back: the status, or a search's objective."""
+        from odecli.engine import rundir as runs
+
+        cmd = registry.get(self.cmd_name)
+        experiment_cls = cmd.experiment_class()
         try:
-            with device_mod.thread_cap(thread_share(HydraConfig.get().launcher)):
-                from odecli.engine import loop
-
-                metrics, trained = loop.train(experiment_cls, cfg, run_dir)
+            metrics, trained = train()
             if _OUTCOME.keep_trained:
                 _OUTCOME.trained.append((run_dir, metrics, trained))
         except Interrupted as exc:

@@ -25,7 +25,8 @@ def register_plugins() -> None:
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance()  # scans first: our classes must subclass what it loaded
-    for name in ("slurm_launcher.SlurmLauncher", "continue_sweeper.ContinueSweeper"):
+    for name in ("slurm_launcher.SlurmLauncher", "continue_sweeper.ContinueSweeper",
+                 "ensemble_launcher.EnsembleLauncher"):
         module, _, cls = name.partition(".")
         with contextlib.suppress(ImportError):
             found = getattr(importlib.import_module(f"hydra_plugins.odecli_plugins.{module}"),

@@ -1,0 +1,211 @@
+"""Several runs trained in lockstep as one batched model (`hydra/launcher=ensemble`).
+
+Each member is an ordinary `Engine` with its own experiment, optimiser, schedule, counters,
+history, checkpoint and run folder; what is batched is the family's work (`batch.losses`,
+`batch.evaluate`: one set of tensor operations for every member). Per step: the batch
+computes every active member's loss, one backward pass gives each member the gradient of
+its own loss (members share no parameters), and each member's optimiser steps. A member
+whose solve or loss fails is finished as `failed: <reason>` and leaves the batch; the others
+go on. SIGINT/SIGTERM stop every member after the step: each is checkpointed with status
+`interrupted`, so `resume=` (or the sweep command again) continues them.
+
+Timing: a member's `train_seconds` is the group's time per step (it shares the step).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Protocol
+
+import torch
+
+from odecli.engine import progress, signals
+from odecli.engine.loop import Engine
+from odecli.errors import Interrupted, SolverError
+from odecli.numerics.solve import StepAborted, check_finite
+
+log = logging.getLogger("odecli.engine")
+
+
+class Batch(Protocol):
+    """What a family's batched members provide (e.g. odecli.dynamics.ensemble)."""
+
+    def losses(self, idx: list[int]) -> list[tuple[torch.Tensor | SolverError, int, int]]: ...
+
+    def evaluate(self, idx: list[int]) -> list[dict[str, float] | SolverError]: ...
+
+
+class Members:
+    """The lockstep loop over `engines` (index i of the batch is engines[i])."""
+
+    def __init__(self, batch: Batch, engines: list[Engine], quiet: bool = False) -> None:
+        self.batch, self.engines, self.quiet = batch, engines, quiet
+        self.outcome: dict[int, tuple[str, str | None, str | None]] = {}
+
+    def _fail(self, i: int, exc: SolverError) -> None:
+        log.error("member %s failed at iteration %d: %s (%s)", self.engines[i].run_dir,
+                  self.engines[i].iteration, exc, exc.hint)
+        self.outcome[i] = ("failed", str(exc), exc.hint)
+
+    def _record(self, due: list[int]) -> None:
+        if not due:
+            return
+        for i, ev in zip(due, self.batch.evaluate(due), strict=True):
+            if isinstance(ev, SolverError):
+                self._fail(i, ev)
+            else:
+                self.engines[i].record(ev)
+
+    def _step(self, active: list[int]) -> None:
+        start = time.perf_counter()
+        saved = {i: (self.engines[i].exp.rng_state(), torch.get_rng_state()) for i in active}
+        for i in active:
+            self.engines[i].optimizer.zero_grad(set_to_none=True)
+        try:
+            results = self.batch.losses(active)
+        except StepAborted:  # a stop signal and a step still running 5 s later
+            for i, (exp_state, torch_state) in saved.items():
+                self.engines[i].exp.set_rng_state(exp_state)
+                torch.set_rng_state(torch_state)
+            raise
+        kept, total = [], None
+        for i, (loss, fwd, bwd) in zip(active, results, strict=True):
+            try:
+                if isinstance(loss, SolverError):
+                    raise loss
+                check_finite(loss.detach(), "training loss")
+            except SolverError as exc:
+                self._fail(i, exc)
+                continue
+            kept.append((i, loss, fwd, bwd))
+            total = loss if total is None else total + loss
+        if total is not None:
+            total.backward()
+        for i, *_ in kept:
+            e = self.engines[i]
+            if e.opts["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(e.params, e.opts["grad_clip"])
+        optimizer_steps([self.engines[i].optimizer for i, *_ in kept])
+        for i, loss, fwd, bwd in kept:
+            e = self.engines[i]
+            if e.scheduler is not None:
+                e.scheduler.step()
+            e.exp.end_step()
+            e.nfe_forward += fwd
+            e.nfe_backward += bwd
+            e.last_loss = float(loss.detach())
+            e.last_extras = {}
+            e.iteration += 1
+        seconds = time.perf_counter() - start
+        for i, *_ in kept:
+            self.engines[i].train_seconds += seconds
+
+    def run(self) -> list[dict[str, Any]]:
+        """Train every member to its train.niters; returns each member's metrics (raises
+        nothing for a failed member: its metrics say `failed: ...`)."""
+        engines = self.engines
+        start_wall = time.perf_counter()
+        todo = [i for i, e in enumerate(engines) if e.iteration < e.opts["niters"]]
+        niters = max(e.opts["niters"] for e in engines)
+        stop: signals.StopFlag
+        with signals.stop_signals() as stop, progress.progress(
+                niters, f"train: ensemble of {len(engines)}", self.quiet,
+                start=min(e.iteration for e in engines)) as bar:
+            for e in engines:
+                e.exp.counter.abort = stop.overdue
+            active = [i for i in todo if i not in self.outcome]
+            try:
+                self._record([i for i in todo if engines[i].iteration == 0
+                              and engines[i].exp.evaluate_at_start
+                              and not engines[i].history.rows])
+                active = [i for i in todo if i not in self.outcome]
+                self._loop(active, stop, bar, niters)
+            except StepAborted:
+                log.warning("%s: a step of the ensemble did not finish within %.0f s; "
+                            "abandoned", stop.name, signals.STEP_GRACE_SECONDS)
+            active = [i for i in active if i not in self.outcome
+                      and engines[i].iteration < engines[i].opts["niters"]]
+            for i in active:
+                if stop:
+                    self.outcome[i] = ("interrupted", stop.name, None)
+                    log.warning("%s at iteration %d: writing a checkpoint of %s", stop.name,
+                                engines[i].iteration, engines[i].run_dir)
+            metrics = []
+            for i, e in enumerate(engines):
+                status, reason, hint = self.outcome.get(i, ("ok", None, None))
+                metrics.append(e.finish(status, reason, hint, start_wall))
+                e.exp.counter.abort = None
+        self.signum = stop.signum
+        return metrics
+
+    def _loop(self, active: list[int], stop: signals.StopFlag, bar: Any, niters: int) -> None:
+        """Step, evaluate and checkpoint the active members until done or stopped."""
+        engines = self.engines
+        while active and not stop:
+            self._step(active)
+            due = []
+            for i in active:
+                e = engines[i]
+                if i in self.outcome:
+                    continue
+                last = e.iteration == e.opts["niters"]
+                if e.iteration % e.opts["test_freq"] == 0 or last:
+                    due.append(i)
+            self._record(due)
+            for i in active:
+                e, every = engines[i], engines[i].opts["checkpoint_every"]
+                if (i not in self.outcome and every and e.iteration % every == 0
+                        and e.iteration != e.opts["niters"]):
+                    e.save_checkpoint()
+            active = [i for i in active if i not in self.outcome
+                      and engines[i].iteration < engines[i].opts["niters"]]
+            done = [engines[i].iteration for i in active]
+            bar.update(min(done) if done else niters, loss=_mean_loss(engines, active),
+                       members=len(active))
+
+    def interrupted(self, metrics: list[dict[str, Any]]) -> Interrupted | None:
+        """The stop of the whole group, after every member has been checkpointed."""
+        stopped = [m for m in metrics if m["status"] == "interrupted"]
+        if not stopped or self.signum is None:
+            return None
+        name = stopped[0]["interrupted_by"]
+        return Interrupted(f"interrupted by {name}: {len(stopped)} member(s) of the ensemble "
+                           f"checkpointed", self.signum, str(self.engines[0].run_dir))
+
+
+def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:
+    """Step every member's optimiser. Adam and AdamW members with the same settings at this
+    step (a seed sweep: all of them) take one foreach update over all their parameters, each
+    member's state updated in place (its checkpoint is as after its own `step()`); the
+    others step one by one."""
+    from torch.optim.adam import adam
+
+    groups: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
+    for opt in optimizers:
+        g = opt.param_groups[0]
+        plain = (type(opt) in (torch.optim.Adam, torch.optim.AdamW) and len(opt.param_groups) == 1
+                 and not g["amsgrad"] and not g["maximize"] and not g.get("capturable")
+                 and not g.get("differentiable") and not g.get("fused"))
+        if not plain:
+            opt.step()
+            continue
+        key = (type(opt), float(g["lr"]), tuple(g["betas"]), g["eps"], g["weight_decay"])
+        groups.setdefault(key, []).append(opt)
+    for (kind, lr, (beta1, beta2), eps, weight_decay), opts in groups.items():
+        lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
+        for opt in opts:
+            opt._init_group(opt.param_groups[0], *lists)  # type: ignore[attr-defined]
+            opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
+        if lists[0]:
+            with torch.no_grad():
+                adam(*lists, foreach=True, amsgrad=False, beta1=beta1,
+                                      beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+                                      maximize=False,
+                                      decoupled_weight_decay=kind is torch.optim.AdamW)
+
+
+def _mean_loss(engines: list[Engine], active: list[int]) -> float:
+    losses = [engines[i].last_loss for i in active]
+    return sum(losses) / len(losses) if losses else math.nan

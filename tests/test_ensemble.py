@@ -1,0 +1,179 @@
+"""hydra/launcher=ensemble: members of a batched group equal their solo runs, fail alone,
+write ordinary run folders, and stop and resume as a group."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import read_metrics
+
+import odecli
+from odecli.launch import ensemble
+from odecli.numerics import rk
+from odecli.numerics.ensemble_rk import solve_members
+
+SMALL = ["system=lotka", "system.data_size=60", "device.dtype=float64", "train.niters=6",
+         "train.test_freq=3", "quiet=true", "plots.enabled=false"]
+ENSEMBLE = ["hydra/launcher=ensemble"]
+COMPARED = ("final_loss", "error_rel", "extrap_error_rel", "eval_loss",
+            "nfe_forward_per_iter", "nfe_backward_per_iter", "nfe_eval")
+
+
+def members(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()),
+                  key=lambda p: int(p.name))
+
+
+def history(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_run(member: Path, solo: Path, rel: float = 1e-4) -> None:
+    a, b = read_metrics(member), read_metrics(solo)
+    assert a["status"] == b["status"] == "ok"
+    for key in COMPARED:
+        assert a[key] == pytest.approx(b[key], rel=rel, abs=1e-12), key
+    ha, hb = history(member), history(solo)
+    assert [r["iteration"] for r in ha] == [r["iteration"] for r in hb]
+    for ra, rb in zip(ha, hb, strict=True):
+        for key in ("train_loss", "eval_loss", "error_rel", "nfe_forward", "nfe_backward"):
+            if rb[key]:
+                assert float(ra[key]) == pytest.approx(float(rb[key]), rel=rel), key
+
+
+def test_the_batched_solver_equals_the_fast_loop_per_member():
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, 2)).double() for _ in range(3)]
+    y0 = torch.randn(3, 5, 2, dtype=torch.float64)
+    t = torch.linspace(0, 1.5, 7, dtype=torch.float64)
+    rtol, atol = [1e-5, 1e-7, 1e-3], [1e-6, 1e-8, 1e-4]
+    res = solve_members(lambda y: torch.stack([n(y[m]) for m, n in enumerate(nets)]), y0,
+                        t.tolist(), "dopri5", rtol, atol)
+    assert len(set(res.trials.tolist())) > 1  # own step sizes: different step counts
+    for m, net in enumerate(nets):
+        counted = []
+        solo = rk.odeint_fast(lambda _t, y, net=net: net(y), y0[m], t, method="dopri5",
+                              rtol=rtol[m], atol=atol[m], gradient="none",
+                              count=counted.append)
+        torch.testing.assert_close(res.out[:, m], solo, rtol=1e-12, atol=1e-12)
+        assert res.nfe(m, 6) == sum(counted)
+
+
+def test_members_equal_their_solo_runs(cli, outputs):
+    sweep = outputs / "sweep"
+    res = cli("train", "-m", "seed=0,1", "solver.rtol=1e-5,1e-4", *SMALL, *ENSEMBLE,
+              f"hydra.sweep.dir={sweep}")
+    assert res.exit_code == 0, res.stderr
+    assert "4 job(s) in 1 group(s)" in res.stderr
+    assert "4 members (jobs 0,1,2,3), one batched model; they differ in seed, solver.rtol" \
+        in res.stderr
+    runs = members(sweep)
+    assert len(runs) == 4
+    for run in runs:  # an ordinary run folder
+        assert (run / ".hydra" / "overrides.yaml").exists()
+        assert (run / "checkpoint.pt").exists() and (run / "history.csv").exists()
+    for num, overrides in ((1, ["seed=0", "solver.rtol=1e-4"]),
+                           (2, ["seed=1", "solver.rtol=1e-5"])):
+        solo = outputs / f"solo{num}"
+        res = cli("train", *overrides, *SMALL, f"hydra.run.dir={solo}")
+        assert res.exit_code == 0, res.stderr
+        assert_same_run(runs[num], solo)
+    # report and eval read members as any run
+    res = cli("report", str(sweep), "--no-plots")
+    assert res.exit_code == 0, res.stderr
+    assert len((sweep / "report.csv").read_text().splitlines()) == 5
+    res = cli("eval", str(runs[3]))
+    assert res.exit_code == 0, res.stderr
+
+
+def test_a_failing_member_leaves_the_batch(cli, outputs):
+    sweep = outputs / "sweep"
+    res = cli("train", "-m", "seed=0,1", "+solver.options.max_num_steps=10000,1", *SMALL,
+              *ENSEMBLE, f"hydra.sweep.dir={sweep}")
+    assert res.exit_code == 1
+    assert "2 job(s) failed" in res.stderr and "max_num_steps exceeded" in res.stderr
+    statuses = [read_metrics(r)["status"] for r in members(sweep)]
+    assert statuses[0] == statuses[2] == "ok"
+    assert statuses[1] == statuses[3] == "failed: solver failed: max_num_steps exceeded"
+    solo = outputs / "solo"
+    assert cli("train", "seed=1", *SMALL, f"hydra.run.dir={solo}").exit_code == 0
+    assert_same_run(members(sweep)[2], solo)
+
+
+def test_the_grouping_and_who_runs_alone():
+    def job(num, *overrides):
+        cfg = odecli.compose("train", ["system=lotka", *overrides])
+        from omegaconf import OmegaConf
+
+        return SimpleNamespace(num=num, plain=OmegaConf.to_container(cfg, resolve=True))
+
+    from odecli.dynamics.dispatch import TrainExperiment
+
+    jobs = [job(0, "seed=0"), job(1, "seed=1", "train.lr=0.02"), job(2, "model.width=20"),
+            job(3, "model.width=20", "seed=4"), job(4, "gradient=adjoint"),
+            job(5, "data.observe_fraction=0.5"), job(6, "seed=7")]
+    groups = ensemble.plan(jobs, TrainExperiment, max_members=2)
+    assert [[j.num for j in g] for g, _ in groups] == [[0, 1], [2, 3], [4], [5], [6]]
+    text = ensemble.describe(groups)
+    assert "7 job(s) in 5 group(s)" in text
+    assert "group 1: 2 members (jobs 0,1), one batched model; they differ in seed, train.lr" \
+        in text
+    assert "group 3: 1 member (job 4), runs alone: solver dopri5 with gradient=adjoint" in text
+    assert "group 4: 1 member (job 5), runs alone: data.observe_fraction < 1" in text
+    assert "group 5: 1 member (job 6), runs alone" in text  # max_members split it off
+
+
+@pytest.mark.slow
+def test_sigint_checkpoints_every_member_and_the_sweep_resumes(outputs, tmp_path):
+    sweep = outputs / "sweep"
+    args = [sys.executable, "-m", "odecli", "train", "-m", "seed=0,1", *SMALL[:3],
+            "train.niters=200", "train.test_freq=20", "train.checkpoint_every=10",
+            "quiet=true", "plots.enabled=false", *ENSEMBLE, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "ODECLI_OUTPUTS": str(outputs)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not (sweep / "1" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert "2 member(s) of the ensemble checkpointed" in err
+    assert f"odecli train resume={sweep}" in err
+    stopped = [read_metrics(r) for r in members(sweep)]
+    assert all(m["status"] == "interrupted" and m["iterations"] < 200 for m in stopped)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 job(s) resume from their checkpoint" in done.stderr
+    solo = tmp_path / "solo"
+    subprocess.run([*args[:4], "seed=1", *args[6:-2], f"hydra.run.dir={solo}"], env=env,
+                   check=True, capture_output=True, timeout=600)
+    assert_same_run(members(sweep)[1], solo)
+
+
+def test_a_member_config_derived_from_another_equals_its_composition():
+    from odecli import registry
+    from odecli.launch.bridge import compose
+
+    cmd = registry.get("train")
+    base_args = ["seed=0", "system=lotka", "train.lr=0.01"]
+    base = compose(cmd, base_args, with_hydra=True)
+    args = ["seed=5", "system=lotka", "train.lr=2e-3"]
+    derived = ensemble.derive(base, base_args, args)
+    assert derived is not None and derived.seed == 5 and derived.train.lr == 0.002
+    assert list(derived.hydra.overrides.task) == args
+    assert ensemble._same(derived, compose(cmd, args, with_hydra=True))
+    assert ensemble.derive(base, base_args, ["seed=0", "system=spiral", "train.lr=0.01"]) \
+        is None  # a group choice: composed again
+    assert ensemble.derive(base, base_args, ["seed=0", "system=lotka", "train=x"]) is None
