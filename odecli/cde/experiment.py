@@ -27,7 +27,8 @@ from odecli.cde import schema as schema_mod
 from odecli.cde.trained import TrainedCDE
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment, NumpyBatches
-from odecli.errors import ConfigError
+from odecli.engine.figures import confusion
+from odecli.engine.schema import refuse_node_values
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import SolverSpec
 
@@ -38,10 +39,7 @@ PER_CLASS_CSV = "per_class.csv"
 def check(cfg: DictConfig) -> dict[str, Any]:
     """The checked config, solver and device; `data=spirals` (a value, not the group) gets
     the override that was meant."""
-    for key, group in (("data", "cde_data"), ("model", "cde_model")):
-        if isinstance(cfg.get(key), str):
-            raise ConfigError(f"{key}={cfg.get(key)} replaces the whole {key} node; choose "
-                              f"a {key} config with {group}={cfg.get(key)}")
+    refuse_node_values(cfg, {"data": "cde_data", "model": "cde_model"})
     settings = schema_mod.check_cde(cfg)
     SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
     device_mod.setup(cfg.device)
@@ -212,5 +210,5 @@ class CDEExperiment(NumpyBatches, Experiment):
         if history:
             plots.curves(run_dir / "curves.png", history, title, self.citation)
         if test is not None and self._confusion is not None:
-            plots.confusion(run_dir / "confusion.png", self._confusion, self.data.classes,
-                            title, self.citation)
+            confusion(run_dir / "confusion.png", self._confusion, title, self.citation,
+                      self.data.classes)

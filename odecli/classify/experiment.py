@@ -29,6 +29,8 @@ from odecli.classify.models import Classifier, n_params
 from odecli.classify.trained import TrainedClassifier
 from odecli.engine import rundir
 from odecli.engine.experiment import Experiment, NumpyBatches
+from odecli.engine.figures import confusion
+from odecli.engine.schema import refuse_node_values
 from odecli.errors import ConfigError
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import SolverSpec
@@ -40,10 +42,7 @@ TRADEOFF_CSV = "tradeoff.csv"
 def check(cfg: DictConfig) -> dict[str, Any]:
     """The checked config, solver and device; `data=mnist` (a value, not the group) gets
     the override that was meant."""
-    for key, group in (("data", "classify_data"), ("model", "classify_model")):
-        if isinstance(cfg.get(key), str):
-            raise ConfigError(f"{key}={cfg.get(key)} replaces the whole {key} node; choose "
-                              f"a {key} config with {group}={cfg.get(key)}")
+    refuse_node_values(cfg, {"data": "classify_data", "model": "classify_model"})
     settings = schema_mod.check_classify(cfg)
     spec = SolverSpec.from_cfg(cfg.solver, cfg.get("gradient"))
     if settings["train"]["tol_spread"] != 1 and not spec.adaptive:
@@ -234,7 +233,7 @@ class ClassifyExperiment(NumpyBatches, Experiment):
         if test is None:
             return
         if self._confusion is not None:
-            plots.confusion(run_dir / "confusion.png", self._confusion, title, self.citation)
+            confusion(run_dir / "confusion.png", self._confusion, title, self.citation)
         if self._dial is not None:
             run = self.settings["plots"]["resnet_run"]
             plots.tradeoff(run_dir / "tradeoff.png", self._dial,

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from odecli.engine.figures import pyplot, save
 
 
@@ -36,28 +34,6 @@ def curves(path: Path, history: Sequence[Mapping[str, Any]], title: str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save(fig, path, notice)
-
-
-def confusion(path: Path, matrix: np.ndarray, title: str, notice: str | None) -> None:
-    """Test-set confusion matrix: rows are the true class, columns the prediction."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    ax.imshow(matrix, cmap="Blues")
-    n = matrix.shape[0]
-    top = matrix.max() or 1
-    for i in range(n):
-        for j in range(n):
-            if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] > top / 2 else "black")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    acc = np.trace(matrix) / max(matrix.sum(), 1)
-    ax.set_title(f"{title}\ntest accuracy {100 * acc:.2f}%", fontsize=9)
     fig.tight_layout()
     save(fig, path, notice)
 

@@ -12,7 +12,7 @@ import typer
 
 from odecli import export as export_defaults
 from odecli.cli.configs_index import describe_groups
-from odecli.dynamics.recover import DEFAULT_DEGREE, DEFAULT_THRESHOLD, DEGREES
+from odecli.dynamics.recover_defaults import DEFAULT_DEGREE, DEFAULT_THRESHOLD, DEGREES
 from odecli.errors import one_line
 from odecli.registry import COMMANDS, Command
 

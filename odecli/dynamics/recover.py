@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from odecli.dynamics.recover_defaults import (  # noqa: F401 - recover.DEFAULT_* for callers
+    DEFAULT_DEGREE,
+    DEFAULT_THRESHOLD,
+    DEGREES,
+)
 from odecli.errors import ConfigError, OdecliError
 
-DEGREES = (1, 5)           # the polynomial library's degree, inclusive range
-DEFAULT_DEGREE = 2
-DEFAULT_THRESHOLD = 0.2    # a share of the equation's RMS rate, in [0, 1)
 MAX_ITER = 50              # STLSQ's rounds of thresholding and refitting
 MAX_TERMS = 2000           # library columns (variables and degree bound it)
 INSTALL = "pip install odecli[recover]"

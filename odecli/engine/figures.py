@@ -78,3 +78,33 @@ def loss_figure(path: Path, rows: Sequence[Mapping[str, Any]], title: str,
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save(fig, path, notice)
+
+
+def confusion(path: Path, matrix: Any, title: str, notice: str | None,
+              classes: Sequence[str] | None = None) -> None:
+    """Test-set confusion matrix of any classifier: rows are the true class, columns the
+    prediction; `classes` names them (their indices when None)."""
+    import numpy as np
+
+    plt = pyplot()
+    n = matrix.shape[0]
+    size = min(4.0 + 0.25 * n, 12.0)
+    fig, ax = plt.subplots(figsize=(size + 0.4, size))
+    ax.imshow(matrix, cmap="Blues")
+    top = matrix.max() or 1
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if matrix[i, j] > top / 2 else "black")
+        labels = [str(c)[:12] for c in (classes if classes is not None else range(n))]
+        ax.set_xticks(range(n), labels, rotation=90 if max(map(len, labels)) > 3 else 0,
+                      fontsize=7)
+        ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"{title}\ntest accuracy {100 * acc:.2f}%", fontsize=9)
+    fig.tight_layout()
+    save(fig, path, notice)

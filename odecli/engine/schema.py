@@ -75,3 +75,12 @@ TRACKING = {
     "logger": Trackers(),
     "objective": Str(nullable=True),  # the metric an Optuna sweep minimises (null: default)
 }
+
+
+def refuse_node_values(cfg: Any, groups: dict[str, str]) -> None:
+    """`data=mnist` replaces a family's whole `data` node with a string: name the group
+    override that was meant (`groups`: node -> its config group, e.g. data -> cde_data)."""
+    for key, group in groups.items():
+        if isinstance(cfg.get(key), str):
+            raise ConfigError(f"{key}={cfg.get(key)} replaces the whole {key} node; choose "
+                              f"a {key} config with {group}={cfg.get(key)}")

@@ -27,28 +27,23 @@ from odecli.errors import OdecliError
 log = logging.getLogger("odecli")
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def _is_member_key(key: str, member_keys: Sequence[str]) -> bool:
     return any(key == m or key.startswith(m + ".") for m in member_keys)
 
 
 def group_key(plain: dict[str, Any], member_keys: Sequence[str]) -> str:
     """What must be equal for two jobs to train as one batched model."""
-    shared = {k: v for k, v in _flat(plain).items() if not _is_member_key(k, member_keys)}
+    from odecli.engine.checkpoint import flatten  # torch: only once a sweep is grouped
+
+    shared = {k: v for k, v in flatten(plain).items() if not _is_member_key(k, member_keys)}
     return json.dumps(shared, sort_keys=True, default=str)
 
 
 def differing(plains: list[dict[str, Any]]) -> list[str]:
     """The keys whose values differ between a group's members."""
-    flats = [_flat(p) for p in plains]
+    from odecli.engine.checkpoint import flatten
+
+    flats = [flatten(p) for p in plains]
     keys = sorted(set().union(*flats))
     return [k for k in keys if k != "resume"  # each member's own folder
             and len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
