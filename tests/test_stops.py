@@ -46,6 +46,48 @@ def test_a_job_stop_signal_before_training_stops_at_the_first_step(cli, outputs)
     assert [row["iteration"] for row in rundir.History.read(run / "history.csv")] == [0, 2, 4]
 
 
+def _broken_by_the_signal(monkeypatch, method: str, when: int) -> None:
+    """`DynamicsExperiment.METHOD`'s call number `when` gets Slurm's warning and then fails,
+    as torch.compile does when the same signal killed the C++ compiler it had started."""
+    from odecli.dynamics.experiment import DynamicsExperiment
+
+    original, calls = getattr(DynamicsExperiment, method), []
+
+    def broken(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == when:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            raise RuntimeError("CppCompileError: C++ compile error (g++ killed by SIGUSR2)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicsExperiment, method, broken)
+
+
+@pytest.mark.parametrize("method,when,reached", [
+    ("loss", 3, 2),  # the third training step breaks
+    ("evaluate", 3, 4),  # the evaluation at iteration 4 (test_freq 2) breaks
+])
+def test_a_step_the_stop_signal_broke_is_an_interruption_resume_continues(
+        cli, outputs, monkeypatch, method, when, reached):
+    quick = [o for o in QUICK if not o.startswith("train.niters")] + ["train.niters=6"]
+    with monkeypatch.context() as patch:
+        _broken_by_the_signal(patch, method, when)
+        with signals.job_stop_signals((signal.SIGUSR2,)):
+            res = cli("train", *quick)
+    assert res.exit_code == 128 + signal.SIGUSR2, res.stderr
+    assert f"interrupted by SIGUSR2 at iteration {reached} of 6" in res.stderr
+    (run,) = (p.parent for p in outputs.rglob("metrics.json"))
+    m = read_metrics(run)
+    assert m["status"] == "interrupted" and m["iterations"] == reached
+    log = (run / "train.log").read_text()
+    assert "abandoned (RuntimeError: CppCompileError" in log
+    assert cli("train", f"resume={run}").exit_code == 0
+    assert read_metrics(run)["status"] == "ok"
+    # every evaluation is there once, as in a run never stopped
+    assert [row["iteration"] for row in rundir.History.read(run / "history.csv")] == [
+        0, 2, 4, 6]
+
+
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_run_files_get_the_users_umask(tmp_path, mask, mode):
     old = os.umask(mask)

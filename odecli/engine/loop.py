@@ -57,6 +57,7 @@ class Engine:
         self._cfg_plain: dict[str, Any] | None = None
         self.saved_at = time.monotonic()  # when the last checkpoint was written
         self.saved_iteration: int | None = None  # its iteration (None: no checkpoint yet)
+        self.stop: signals.StopFlag | None = None  # while run() runs: the stop request
         self.trackers = loggers.Trackers(self.cfg, self.run_dir, experiment.command)
 
     # -- one step ------------------------------------------------------------------------
@@ -77,10 +78,18 @@ class Engine:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
-        except StepAborted:
+        except Exception as exc:
+            # Abandoned on request, or broken by the stop signal itself: Slurm signals every
+            # process of the job, so a compiler torch.compile started may die of it.
+            stopping = self.stop is not None and bool(self.stop) and not isinstance(
+                exc, (SolverError, WriteError))
+            if not (isinstance(exc, StepAborted) or stopping):
+                raise
             exp.set_rng_state(saved[0])
             torch.set_rng_state(saved[1])
-            raise
+            if isinstance(exc, StepAborted):
+                raise
+            raise StepAborted(f"{type(exc).__name__}: {exc}") from exc
         finally:
             exp.end_step()
         self.nfe_forward += n1 - n0
@@ -127,18 +136,18 @@ class Engine:
         writable = True
         with signals.stop_signals() as stop:
             exp.counter.abort = stop.overdue
+            self.stop = stop
             try:
                 with progress.progress(o["niters"], f"{exp.command} {exp.name}",
                                        bool(self.cfg.get("quiet", False)),
                                        start=self.iteration) as bar:
-                    # (a run resumed from a checkpoint at iteration 0 has that row already)
-                    if self.iteration == 0 and exp.evaluate_at_start and not self.history.rows:
-                        self.record()
+                    if self.row_missing():
+                        self.evaluate_unless_stopped()
                     while self.iteration < o["niters"] and not stop:
                         self.step()
                         last = self.iteration == o["niters"]
                         if self.iteration % o["test_freq"] == 0 or last:
-                            self.record()
+                            self.evaluate_unless_stopped()
                         due = (every and self.iteration % every == 0) or (
                             seconds and time.monotonic() - self.saved_at >= seconds)
                         if due and not last:
@@ -148,25 +157,46 @@ class Engine:
             except SolverError as exc:
                 status, reason, hint = "failed", str(exc), exc.hint
                 log.error("run failed at iteration %d: %s (%s)", self.iteration, exc, exc.hint)
-            except StepAborted:
-                log.warning("%s: step %d did not finish within %.0f s; abandoned", stop.name,
-                            self.iteration + 1, signals.STEP_GRACE_SECONDS)
+            except StepAborted as exc:
+                why = str(exc) or f"did not finish within {signals.STEP_GRACE_SECONDS:.0f} s"
+                log.warning("%s: step %d abandoned (%s)", stop.name, self.iteration + 1, why)
             except WriteError as exc:  # disk full, permission, quota: the run cannot go on
                 status, reason, writable = "failed", str(exc), False
                 log.error("run failed at iteration %d: %s", self.iteration, exc)
-            if stop and status == "ok" and self.iteration < o["niters"]:
+            if stop and status == "ok" and (self.iteration < o["niters"] or self.row_missing()):
                 status, reason = "interrupted", stop.name
                 log.warning("%s at iteration %d: writing a checkpoint", stop.name,
                             self.iteration)
             metrics = (self.finish(status, reason, hint, start_wall) if writable
                        else self.record_write_failure(reason or "", start_wall))
-            exp.counter.abort = None
+            exp.counter.abort, self.stop = None, None
         if status == "interrupted" and metrics["status"] == "interrupted":
             assert stop.signum is not None
             raise Interrupted(f"interrupted by {stop.name} at iteration {self.iteration} of "
                               f"{o['niters']}; checkpoint saved, continue with: "
                               f"{metrics['resume']}", stop.signum, str(self.run_dir))
         return metrics
+
+    def row_missing(self) -> bool:
+        """Whether the history lacks the row of the current iteration: a fresh run's start,
+        or a run resumed from a stop that came during that evaluation."""
+        rows = self.history.rows
+        if self.iteration == 0:  # (resumed from iteration 0: that row is there already)
+            return self.exp.evaluate_at_start and not rows
+        due = self.iteration % self.opts["test_freq"] == 0 or self.iteration == self.opts["niters"]
+        return due and (not rows or int(rows[-1]["iteration"]) < self.iteration)
+
+    def evaluate_unless_stopped(self) -> None:
+        """`record()`; an evaluation broken while a stop is pending (the signal may kill a
+        compiler) is left to the resumed run, which makes it first (`row_missing`)."""
+        try:
+            self.record()
+        except Exception as exc:
+            if not (isinstance(exc, StepAborted) or self.stop) or isinstance(
+                    exc, (SolverError, WriteError)):
+                raise
+            log.warning("%s: evaluation at iteration %d abandoned (%s: %s)", self.stop.name
+                        if self.stop else "", self.iteration, type(exc).__name__, exc)
 
     def _progress_fields(self) -> dict[str, Any]:
         key, label = self.exp.progress_metric
