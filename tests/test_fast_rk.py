@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
@@ -214,6 +215,33 @@ def test_compiled_steps_give_the_eager_numbers_and_gradients():
         results.append((out.detach(), y0.grad, func.w1.grad))
     for a, b in zip(*results, strict=True):
         assert (a - b).abs().max() < 1e-4 * (1 + b.abs().max())
+
+
+def test_a_compile_that_fails_runs_the_step_eagerly_with_one_warning(monkeypatch, caplog):
+    # as a broken library in inductor's cache does (a compiler killed mid-write): the solve
+    # goes on with the eager step's numbers, and compiling is not retried each step
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    calls = []
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            calls.append(1)
+            raise BackendCompilerFailed(broken_compile, ImportError("file too short"), None)
+        return run
+
+    func = Field()
+    y0, t = y0_and_t()
+    eager = rk.odeint_fast(func, y0, t, method="dopri5", rtol=1e-7, atol=1e-9)
+    monkeypatch.setattr(rk.torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING, logger="odecli.numerics.rk"):
+        out = rk.odeint_fast(Field(), y0, t, method="dopri5", rtol=1e-7, atol=1e-9,
+                             compile=True)
+    assert (out - eager).abs().max() < 1e-12  # (times as tensors, as compiled steps take them)
+    assert len(calls) == 1  # the forward step's compile, tried once
+    warned = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(warned) == 1 and "ImportError: file too short" in warned[0]
+    assert "TORCHINDUCTOR_CACHE_DIR" in warned[0]
 
 
 def test_evaluation_solves_stay_eager_when_training_compiles():

@@ -26,6 +26,7 @@ tableaus, stage sums, interpolant, error norm) is numerics/rk_step.py; this modu
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 import weakref
@@ -55,6 +56,7 @@ OPTIONS = ("first_step", "safety", "ifactor", "dfactor", "min_step", "max_step",
 # iteration (a third of the eager step), so a cold compile pays for itself after 5,000-7,000.
 COMPILE_BREAK_EVEN = 8000
 State = torch.Tensor | tuple[torch.Tensor, ...]
+log = logging.getLogger(__name__)
 Counter = Callable[[int], None]
 
 
@@ -77,8 +79,39 @@ def _compiled(func: Any, key: Any, build: Callable[[], Callable[..., Any]]
         # concern, and it would print a FutureWarning in the middle of a run
         warnings.filterwarnings("ignore", message=r".*torch\._prims_common\.check",
                                 category=FutureWarning)
-        per_field[key] = torch.compile(build(), dynamic=False)
+        per_field[key] = _EagerIfCompileFails(build())
     return per_field[key]
+
+
+class _EagerIfCompileFails:
+    """A step compiled with torch.compile that runs eagerly if compiling fails.
+
+    Why: compiling is only a speed-up, and it can fail for reasons outside the run: a C++
+    compiler killed mid-write (Slurm signals every process of a job at its time limit) leaves
+    a broken library in inductor's on-disk cache, which every later compile of that graph
+    loads (`ImportError`). The numbers are the same either way; the run says so once.
+    """
+
+    def __init__(self, step: Callable[..., Any]) -> None:
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        self.failed = BackendCompilerFailed
+        self.eager = step
+        self.call: Callable[..., Any] = torch.compile(step, dynamic=False)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.call is self.eager:
+            return self.eager(*args)
+        try:
+            return self.call(*args)
+        except self.failed as exc:
+            first = str(exc).strip().splitlines()
+            log.warning("torch.compile failed (%s); the run goes on uncompiled. "
+                        "A compiler killed mid-write leaves a broken entry in "
+                        "inductor's cache: clear TORCHINDUCTOR_CACHE_DIR (default "
+                        "/tmp/torchinductor_<user>)", " ".join(first[:2])[:200])
+            self.call = self.eager
+            return self.eager(*args)
 
 
 class FastSolve:
