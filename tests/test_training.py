@@ -133,6 +133,26 @@ def test_arclength_sampling_weights_windows_by_distance_travelled():
     assert abs(float(late) - 34 / 90) < 0.03 and abs(float(early) - 12 / 90) < 0.03
 
 
+def test_edge_sampling_trains_the_spans_ends_as_much_as_its_middle():
+    n, L = 20, 5
+    t = torch.linspace(0, 1, n)
+    obs = data.Observations(t=t, y=torch.stack([t, t], -1), index=torch.arange(n), uniform=True)
+    w = data.edge_weights(n, L)
+    assert w.tolist() == [5.0] + [1.0] * 14 + [5.0]
+    coverage = torch.zeros(n, dtype=torch.float64)
+    for start, weight in enumerate(w):
+        coverage[start:start + L] += weight
+    uniform = torch.zeros(n)
+    for start in range(n - L + 1):
+        uniform[start:start + L] += 1
+    assert uniform[0] == 1 and uniform[10] == 5      # uniform: the ends in 1 window of 5
+    assert coverage.min() == coverage[10] == 5       # edges: none below the middle's
+    starts = data.sample(obs, 8000, L, torch.Generator().manual_seed(0), w).t_start.squeeze()
+    first = float((starts == 0).float().mean())
+    assert abs(first - 5 / 24) < 0.02                 # weight 5 of 5 + 14 + 5
+    assert data.edge_weights(5, 5).tolist() == [1.0]  # one possible window
+
+
 def test_output_scale_choices_set_the_field_speed_scale():
     from odecli.dynamics import models
 

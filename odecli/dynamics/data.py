@@ -90,6 +90,22 @@ def arclength_weights(obs: Observations, batch_time: int) -> torch.Tensor:
     return lengths.clamp_min(1e-12 * float(lengths.max().clamp_min(1e-300)))
 
 
+def edge_weights(n: int, batch_time: int) -> torch.Tensor:
+    """Weight each window start as if starts ran past both ends of the span and were clamped
+    back into it: the first and last starts weigh batch_time, the others 1.
+
+    Uniform starts put the span's first and last observations in one window for every
+    batch_time windows that hold a middle one, so a fast event at an edge (FitzHugh-Nagumo's
+    down-stroke at the end of its cycle) is trained on least; with these weights every
+    observation is in at least as many windows as a middle one.
+    """
+    weights = torch.ones(n - batch_time + 1, dtype=torch.float64)
+    weights[0] = weights[-1] = float(batch_time)
+    if len(weights) == 1:
+        weights[0] = 1.0
+    return weights
+
+
 def sample(obs: Observations, batch_size: int, batch_time: int,
            generator: torch.Generator, weights: torch.Tensor | None = None) -> Batch:
     """Draw batch_size windows of batch_time consecutive observed points (uniformly over

@@ -58,8 +58,11 @@ class DynamicsExperiment(Experiment):
         self.obs = data_mod.observe(self.t_full[: self.n_train], self.truth[: self.n_train],
                                     cfg.data, self.gen)
         data_mod.check_window(len(self.obs.t), self.opts["batch_time"])
-        self.window_weights = (data_mod.arclength_weights(self.obs, self.opts["batch_time"])
-                               if self.opts["sampling"] == "arclength" else None)
+        sampling, window = self.opts["sampling"], self.opts["batch_time"]
+        self.window_weights = (data_mod.arclength_weights(self.obs, window)
+                               if sampling == "arclength" else
+                               data_mod.edge_weights(len(self.obs.t), window)
+                               if sampling == "edges" else None)
         centred = truth[: self.n_train] - truth[: self.n_train].mean(0)
         self.scale = float(centred.pow(2).sum(-1).mean().sqrt())
         self.variables = self.system.variables

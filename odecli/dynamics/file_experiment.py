@@ -265,7 +265,7 @@ def prepare(settings: Mapping[str, Any]) -> tuple[datafile.Table, tabular.Split]
         raise ConfigError("data.noise_std and data.observe_fraction apply to simulated "
                           "systems; a data file is trained on as it is")
     if o["sampling"] != "uniform":
-        raise ConfigError("train.sampling=arclength applies to simulated systems; data "
+        raise ConfigError(f"train.sampling={o['sampling']} applies to simulated systems; data "
                           "files use uniform window starts")
     s = settings["system"]
     table = datafile.read(s)

@@ -34,7 +34,7 @@ ACTIVATIONS = ("tanh", "relu", "elu", "softplus", "silu", "gelu", "sigmoid")
 INITS = ("seed", "default")
 OUTPUT_SCALES = ("max", "mean", "rms")
 LOSSES = ("l1", "mse")
-SAMPLINGS = ("uniform", "arclength")
+SAMPLINGS = ("uniform", "arclength", "edges")
 
 TRAIN = engine.TRAIN.extend({
     "batch_time": Int(2),  # observed points per training window: a window needs two
