@@ -17,7 +17,7 @@ import torch
 from conftest import read_metrics
 
 import odecli
-from odecli.launch import ensemble
+from odecli.launch import derived, ensemble
 from odecli.numerics import rk
 from odecli.numerics.ensemble_rk import solve_members
 
@@ -167,13 +167,54 @@ def test_a_member_config_derived_from_another_equals_its_composition():
     from odecli.launch.bridge import compose
 
     cmd = registry.get("train")
-    base_args = ["seed=0", "system=lotka", "train.lr=0.01"]
+    base_args = ["seed=0", "system=lotka", "train.lr=0.01", "+solver.options.max_num_steps=9"]
     base = compose(cmd, base_args, with_hydra=True)
-    args = ["seed=5", "system=lotka", "train.lr=2e-3"]
-    derived = ensemble.derive(base, base_args, args)
-    assert derived is not None and derived.seed == 5 and derived.train.lr == 0.002
-    assert list(derived.hydra.overrides.task) == args
-    assert ensemble._same(derived, compose(cmd, args, with_hydra=True))
-    assert ensemble.derive(base, base_args, ["seed=0", "system=spiral", "train.lr=0.01"]) \
+    args = ["seed=5", "system=lotka", "train.lr=2e-3", "+solver.options.max_num_steps=7"]
+    made = derived.derive(base, base_args, args)
+    assert made is not None and made.seed == 5 and made.train.lr == 0.002
+    assert made.solver.options.max_num_steps == 7 and base.seed == 0
+    assert list(made.hydra.overrides.task) == args
+    assert derived.same(made, compose(cmd, args, with_hydra=True))
+    assert derived.derive(base, base_args, ["seed=0", "system=spiral", *base_args[2:]]) \
         is None  # a group choice: composed again
-    assert ensemble.derive(base, base_args, ["seed=0", "system=lotka", "train=x"]) is None
+    assert derived.derive(base, base_args, ["seed=0", "system=lotka", "train=x",
+                                            base_args[3]]) is None
+    assert derived.derive(base, base_args, [*base_args[:3], "solver.options.max_num_steps=7"]) \
+        is None  # added in one, changed in the other
+
+
+def test_a_sweep_composes_once_per_kind_of_job():
+    from odecli import registry
+    from odecli.launch.bridge import compose
+
+    cmd = registry.get("train")
+    composer = derived.Composer(lambda o: compose(cmd, o, with_hydra=True))
+    jobs = [[f"seed={s}", f"system={system}", "train.lr=0.01"]
+            for system in ("lotka", "spiral") for s in range(4)]
+    configs = [composer(job) for job in jobs]
+    # each system: its first job, and the second once to check the derivation against Hydra
+    assert composer.compositions == 4
+    for job, cfg in zip(jobs, configs, strict=True):
+        assert derived.same(cfg, compose(cmd, job, with_hydra=True))
+    configs[1].train.lr = 0.5  # a fresh object per job: the others stay as they were
+    assert composer(jobs[2]).train.lr == 0.01
+
+
+def test_a_derivation_hydra_would_compose_differently_composes_every_job():
+    calls = []
+
+    def compose(overrides):
+        calls.append(overrides)
+        from omegaconf import OmegaConf
+
+        seed = int(overrides[0].split("=")[1])
+        return OmegaConf.create({"seed": seed, "twice": 2 * seed,  # derived: a stale twice
+                                 "hydra": {"overrides": {"task": overrides},
+                                           "job": {"override_dirname": "",
+                                                   "config": {"override_dirname": {
+                                                       "kv_sep": "=", "item_sep": ",",
+                                                       "exclude_keys": []}}}}})
+
+    composer = derived.Composer(compose)
+    got = [composer([f"seed={s}"]) for s in range(4)]
+    assert len(calls) == 4 and [c.twice for c in got] == [0, 2, 4, 6]
