@@ -218,3 +218,18 @@ def test_a_derivation_hydra_would_compose_differently_composes_every_job():
     composer = derived.Composer(compose)
     got = [composer([f"seed={s}"]) for s in range(4)]
     assert len(calls) == 4 and [c.twice for c in got] == [0, 2, 4, 6]
+
+
+def test_members_files_are_written_together_and_each_failure_is_its_own():
+    from odecli.engine.ensemble import Writes
+
+    done = []
+    writes = Writes()
+
+    def fail():
+        raise OSError("disk full")
+
+    errors = writes.run([lambda: done.append(1), fail, lambda: done.append(3)])
+    writes.close()
+    assert sorted(done) == [1, 3]
+    assert errors[0] is None and isinstance(errors[1], OSError) and errors[2] is None
