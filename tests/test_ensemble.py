@@ -233,3 +233,33 @@ def test_members_files_are_written_together_and_each_failure_is_its_own():
     writes.close()
     assert sorted(done) == [1, 3]
     assert errors[0] is None and isinstance(errors[1], OSError) and errors[2] is None
+
+
+@pytest.mark.parametrize("kind,decay", [(torch.optim.Adam, 0.0), (torch.optim.Adam, 0.1),
+                                        (torch.optim.AdamW, 0.01)])
+def test_the_members_adam_update_is_torchs_bit_for_bit(kind, decay):
+    import copy
+
+    from odecli.engine.ensemble import optimizer_steps
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(3, 4).double() for _ in range(3)]
+    twins = copy.deepcopy(nets)
+    batched = [kind(n.parameters(), lr=0.01 * (1 + (i == 2)), weight_decay=decay)
+               for i, n in enumerate(nets)]  # the third in a group of its own
+    alone = [kind(n.parameters(), lr=0.01 * (1 + (i == 2)), weight_decay=decay)
+             for i, n in enumerate(twins)]
+    for _ in range(4):
+        x = torch.randn(5, 3, dtype=torch.float64)
+        for n in (*nets, *twins):
+            n.zero_grad()
+            n(x).pow(2).sum().backward()
+        optimizer_steps(batched)
+        for opt in alone:
+            opt.step()
+    for n, t in zip(nets, twins, strict=True):
+        for a, b in zip(n.parameters(), t.parameters(), strict=True):
+            assert torch.equal(a, b)
+    for a, b in zip(batched, alone, strict=True):
+        sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+        assert all(torch.equal(sa[k][x], sb[k][x]) for k in sb for x in sb[k])

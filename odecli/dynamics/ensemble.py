@@ -37,7 +37,12 @@ class StackedField:
     """Every member's `ODEField` evaluated at once: y (M, B, state) -> (M, B, state).
 
     `restack()` builds the stacked weights from the members' own parameters (a
-    differentiable `torch.stack`), once per training step or evaluation."""
+    differentiable `torch.stack`), once per training step or evaluation. The field's input
+    normalisation and output scale are folded into the first and last layer's stacked
+    weights there (y @ (W / std) + (b - mean / std @ W), and W * scale, b * scale), so each
+    of the solve's many evaluations runs only the layers; the members' parameters and their
+    gradients are the solo field's (the fold is in the graph), the numbers equal to rounding.
+    """
 
     def __init__(self, fields: list[ODEField]) -> None:
         self.fields = fields
@@ -51,20 +56,25 @@ class StackedField:
 
     def restack(self) -> None:
         n = len(self.fields[0]._linears)
-        self.layers = [(torch.stack([f._linears[i].weight for f in self.fields]).transpose(1, 2),
-                        torch.stack([f._linears[i].bias for f in self.fields]).unsqueeze(1))
-                       for i in range(n)]
+        self.layers = []
+        for i in range(n):
+            w = torch.stack([f._linears[i].weight for f in self.fields]).transpose(1, 2)
+            b = torch.stack([f._linears[i].bias for f in self.fields]).unsqueeze(1)
+            if i == 0:  # (y - mean) / std, then this layer
+                b = b - torch.bmm(self.in_mean / self.in_std, w)
+                w = w / self.in_std.transpose(1, 2)
+            if i == n - 1:  # this layer, then * out_scale
+                w, b = w * self.out_scale, b * self.out_scale
+            self.layers.append((w, b))
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        if self.power != 1:
-            y = y**self.power
-        h = (y - self.in_mean) / self.in_std
+        h = y**self.power if self.power != 1 else y
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
             h = torch.baddbmm(b, h, w)
             if i < last:
                 h = self.activation(h)
-        return h * self.out_scale
+        return h
 
 
 class DynamicsMembers:
@@ -115,9 +125,11 @@ class DynamicsMembers:
                                          self.spec.torchdiffeq_options(), budgets,
                                          self.exps[idx[0]].counter.abort)
 
-    def losses(self, idx: list[int]) -> list[tuple[torch.Tensor | SolverError, int, int]]:
-        """Each member's training loss on its own windows (or its solver failure), with the
-        forward and backward NFE its solo run would count."""
+    def losses(self, idx: list[int]
+               ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]:
+        """Every member's training loss on its own windows, (len(idx),), and per member its
+        solver failure (its loss then means nothing) with the forward and backward NFE its
+        solo run would count."""
         exps = [self.exps[i] for i in idx]
         o = exps[0].opts
         batches = [data_mod.sample(e.obs, o["batch_size"], o["batch_time"], e.gen,
@@ -130,17 +142,18 @@ class DynamicsMembers:
         diff = res.out[..., :dim] - target
         per = (diff.abs() if o["loss"] == "l1" else diff.pow(2)).mean(dim=(0, 2, 3))
         backward = self.spec.gradient == "checkpoint"
-        out: list[tuple[torch.Tensor | SolverError, int, int]] = []
+        first_guess = self.spec.options.get("first_step") is None
+        out: list[tuple[SolverError | None, int, int]] = []
         for j, e in enumerate(exps):
-            fwd = res.nfe(j, self.stages, self.spec.options.get("first_step") is None)
+            fwd = res.nfe(j, self.stages, first_guess)
             e.counter.nfe += fwd
             if res.errors[j] is not None:
                 out.append((translate_failure(RuntimeError(res.errors[j])), fwd, 0))
                 continue
             bwd = self.stages * int(res.accepted[j]) + 1 if backward else 0
             e.counter.nfe += bwd
-            out.append((per[j], fwd, bwd))
-        return out
+            out.append((None, fwd, bwd))
+        return per, out
 
     @torch.no_grad()
     def evaluate(self, idx: list[int]) -> list[dict[str, float] | SolverError]:

@@ -68,7 +68,8 @@ def _raise_first(errors: list[BaseException | None]) -> None:
 class Batch(Protocol):
     """What a family's batched members provide (e.g. odecli.dynamics.ensemble)."""
 
-    def losses(self, idx: list[int]) -> list[tuple[torch.Tensor | SolverError, int, int]]: ...
+    def losses(self, idx: list[int]
+               ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]: ...
 
     def evaluate(self, idx: list[int]) -> list[dict[str, float] | SolverError]: ...
 
@@ -112,47 +113,51 @@ class Members:
 
     def _step(self, active: list[int]) -> None:
         start = time.perf_counter()
-        saved = {i: (self.engines[i].exp.rng_state(), torch.get_rng_state()) for i in active}
+        torch_state = torch.get_rng_state()
+        saved = {i: self.engines[i].exp.rng_state() for i in active}
         for i in active:
             self.engines[i].optimizer.zero_grad(set_to_none=True)
         try:
-            results = self.batch.losses(active)
+            per, results = self.batch.losses(active)
         except StepAborted:  # a stop signal and a step still running 5 s later
-            for i, (exp_state, torch_state) in saved.items():
+            for i, exp_state in saved.items():
                 self.engines[i].exp.set_rng_state(exp_state)
-                torch.set_rng_state(torch_state)
+            torch.set_rng_state(torch_state)
             raise
-        kept, total = [], None
-        for i, (loss, fwd, bwd) in zip(active, results, strict=True):
+        values = per.detach().tolist()  # one read for every member's loss and its check
+        kept: list[tuple[int, int, float, int, int]] = []  # (member, its row in per, ...)
+        for j, (i, value, (error, fwd, bwd)) in enumerate(zip(active, values, results,
+                                                               strict=True)):
             try:
-                if isinstance(loss, SolverError):
-                    raise loss
-                check_finite(loss.detach(), "training loss")
+                if error is not None:
+                    raise error
+                if not math.isfinite(value):
+                    check_finite(per[j].detach(), "training loss")
             except SolverError as exc:
                 self._fail(i, exc)
                 continue
-            kept.append((i, loss, fwd, bwd))
-            total = loss if total is None else total + loss
-        if total is not None:
+            kept.append((i, j, value, fwd, bwd))
+        if kept:  # members share no parameters: each gets the gradient of its own loss
+            rows = [j for _, j, *_ in kept]
+            total = per.sum() if len(rows) == len(active) else per[rows].sum()
             total.backward()
         for i, *_ in kept:
             e = self.engines[i]
             if e.opts["grad_clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(e.params, e.opts["grad_clip"])
         optimizer_steps([self.engines[i].optimizer for i, *_ in kept])
-        for i, loss, fwd, bwd in kept:
+        seconds = time.perf_counter() - start
+        for i, _, value, fwd, bwd in kept:
             e = self.engines[i]
             if e.scheduler is not None:
                 e.scheduler.step()
             e.exp.end_step()
             e.nfe_forward += fwd
             e.nfe_backward += bwd
-            e.last_loss = float(loss.detach())
+            e.last_loss = value
             e.last_extras = {}
             e.iteration += 1
-        seconds = time.perf_counter() - start
-        for i, *_ in kept:
-            self.engines[i].train_seconds += seconds
+            e.train_seconds += seconds
 
     def run(self) -> list[dict[str, Any]]:
         """Train every member to its train.niters; returns each member's metrics (raises
@@ -238,34 +243,58 @@ def _checkpoint_due(e: Engine) -> bool:
 
 
 def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:
-    """Step every member's optimiser. Adam and AdamW members with the same settings at this
-    step (a seed sweep: all of them) take one foreach update over all their parameters, each
-    member's state updated in place (its checkpoint is as after its own `step()`); the
+    """Step every member's optimiser. Adam and AdamW members with the same settings and step
+    count (a seed sweep: all of them) take one foreach update over all their parameters,
+    each member's state updated in place (its checkpoint is as after its own `step()`); the
     others step one by one."""
-    from torch.optim.adam import adam
-
-    groups: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
+    groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, ...]]] = {}
     for opt in optimizers:
         g = opt.param_groups[0]
         plain = (type(opt) in (torch.optim.Adam, torch.optim.AdamW) and len(opt.param_groups) == 1
                  and not g["amsgrad"] and not g["maximize"] and not g.get("capturable")
-                 and not g.get("differentiable") and not g.get("fused"))
+                 and not g.get("differentiable") and not g.get("fused")
+                 and not torch.is_tensor(g["lr"]))
         if not plain:
             opt.step()
             continue
-        key = (type(opt), float(g["lr"]), tuple(g["betas"]), g["eps"], g["weight_decay"])
-        groups.setdefault(key, []).append(opt)
-    for (kind, lr, (beta1, beta2), eps, weight_decay), opts in groups.items():
         lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
-        for opt in opts:
-            opt._init_group(opt.param_groups[0], *lists)  # type: ignore[attr-defined]
-            opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
-        if lists[0]:
-            with torch.no_grad():
-                adam(*lists, foreach=True, amsgrad=False, beta1=beta1,
-                                      beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-                                      maximize=False,
-                                      decoupled_weight_decay=kind is torch.optim.AdamW)
+        opt._init_group(g, *lists)  # type: ignore[attr-defined]  # (creates missing state)
+        opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
+        if not lists[0]:
+            continue
+        step = float(lists[5][0])  # every parameter of a member has taken as many steps
+        key = (type(opt) is torch.optim.AdamW, float(g["lr"]), *g["betas"], g["eps"],
+               g["weight_decay"], step)
+        groups.setdefault(key, []).extend(zip(lists[0], lists[1], lists[2], lists[3],
+                                              lists[5], strict=True))
+    with torch.no_grad():
+        for key, tensors in groups.items():
+            _adam(*(list(t) for t in zip(*tensors, strict=True)), *key)
+
+
+def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+          exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], decoupled: bool,
+          lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+          step: float) -> None:
+    """torch.optim.Adam's foreach update (torch/optim/adam.py, `_multi_tensor_adam`, CPU,
+    not capturable) op for op, with the bias corrections computed once for all the
+    parameters (they share the step count) instead of read from each parameter's step."""
+    torch._foreach_add_(steps, 1.0)
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    done = step + 1
+    bias_correction1 = 1 - beta1**done
+    bias_correction2 = 1 - beta2**done
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bias_correction2**0.5)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, (lr / bias_correction1) * -1)
 
 
 def _mean_loss(engines: list[Engine], active: list[int]) -> float:
