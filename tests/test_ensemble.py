@@ -51,15 +51,33 @@ def assert_same_run(member: Path, solo: Path, rel: float = 1e-4) -> None:
                 assert float(ra[key]) == pytest.approx(float(rb[key]), rel=rel), key
 
 
-def test_the_batched_solver_equals_the_fast_loop_per_member():
+class _Nets:
+    """Members' fields; `select`: the subset the solver steps once some have finished."""
+
+    def __init__(self, nets, rows=None):
+        self.nets, self.rows, self.selected = nets, rows, []
+
+    def __call__(self, y):
+        rows = range(len(self.nets)) if self.rows is None else self.rows.tolist()
+        return torch.stack([self.nets[m](y[j]) for j, m in enumerate(rows)])
+
+    def select(self, rows):
+        self.selected.append(rows.tolist())
+        return _Nets(self.nets, rows)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_the_batched_solver_equals_the_fast_loop_per_member(compact):
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(),
                                 torch.nn.Linear(16, 2)).double() for _ in range(3)]
     y0 = torch.randn(3, 5, 2, dtype=torch.float64)
     t = torch.linspace(0, 1.5, 7, dtype=torch.float64)
     rtol, atol = [1e-5, 1e-7, 1e-3], [1e-6, 1e-8, 1e-4]
-    res = solve_members(lambda y: torch.stack([n(y[m]) for m, n in enumerate(nets)]), y0,
-                        t.tolist(), "dopri5", rtol, atol)
+    field = _Nets(nets) if compact else _Nets(nets).__call__
+    res = solve_members(field, y0, t.tolist(), "dopri5", rtol, atol)
+    if compact:  # once some have finished, the last steps are the slowest member's alone
+        assert field.selected and field.selected[-1] == [int(res.trials.argmax())]
     assert len(set(res.trials.tolist())) > 1  # own step sizes: different step counts
     for m, net in enumerate(nets):
         counted = []

@@ -10,6 +10,8 @@ with its own step sizes. Window sampling, losses and metrics are the members' ow
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -68,13 +70,24 @@ class StackedField:
             self.layers.append((w, b))
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        h = y**self.power if self.power != 1 else y
-        last = len(self.layers) - 1
-        for i, (w, b) in enumerate(self.layers):
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = self.activation(h)
-        return h
+        return _layers(self.layers, self.power, self.activation, y)
+
+    def select(self, rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The field of the members `rows` alone (the solver steps only unfinished ones)."""
+        layers = [(w.index_select(0, rows), b.index_select(0, rows)) for w, b in self.layers]
+        return functools.partial(_layers, layers, self.power, self.activation)
+
+
+def _layers(layers: list[tuple[torch.Tensor, torch.Tensor]], power: float,
+            activation: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor
+            ) -> torch.Tensor:
+    h = y**power if power != 1 else y
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        h = torch.baddbmm(b, h, w)
+        if i < last:
+            h = activation(h)
+    return h
 
 
 class DynamicsMembers:
