@@ -281,3 +281,25 @@ def test_the_members_adam_update_is_torchs_bit_for_bit(kind, decay):
     for a, b in zip(batched, alone, strict=True):
         sa, sb = a.state_dict()["state"], b.state_dict()["state"]
         assert all(torch.equal(sa[k][x], sb[k][x]) for k in sb for x in sb[k])
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "edges"])
+def test_members_windows_are_their_solo_draws(tmp_path, sampling):
+    from odecli.dynamics import data
+    from odecli.dynamics.dispatch import TrainExperiment
+
+    def build(seed):
+        cfg = odecli.compose("train", [*SMALL, f"seed={seed}", f"train.sampling={sampling}",
+                                       "data.noise_std=0.1"])
+        (tmp_path / str(seed)).mkdir(exist_ok=True)
+        return TrainExperiment(cfg, tmp_path / str(seed))
+
+    batched, alone = [build(0), build(1)], [build(0), build(1)]
+    members = TrainExperiment.ensemble(batched)
+    for _ in range(3):
+        y0, t, target = members._windows([0, 1])
+        for m, e in enumerate(alone):
+            o = e.opts
+            b = data.sample(e.obs, o["batch_size"], o["batch_time"], e.gen, e.window_weights)
+            assert torch.equal(y0[m], b.y0) and torch.equal(target[:, m], b.target)
+            assert torch.equal(t, b.t)

@@ -119,6 +119,7 @@ class DynamicsMembers:
         self.spec = first.spec
         self.stages = len(tableau(self.spec.method).c)
         self._fields: dict[tuple[int, ...], StackedField] = {}
+        self._obs: dict[tuple[int, ...], torch.Tensor] = {}
 
     def _field(self, idx: list[int]) -> StackedField:
         key = tuple(idx)
@@ -138,6 +139,27 @@ class DynamicsMembers:
                                          self.spec.torchdiffeq_options(), budgets,
                                          self.exps[idx[0]].counter.abort)
 
+    def _windows(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every member's training windows, as `data.sample` draws them from the member's
+        own generator (the same draws), gathered for all members at once: y0 (M, B, dim),
+        the window times (T,), the targets (T, M, B, dim)."""
+        exps = [self.exps[i] for i in idx]
+        o = exps[0].opts
+        size, window = o["batch_size"], o["batch_time"]
+        n = len(exps[0].obs.t)
+        starts = torch.stack([data_mod.draw_starts(n, size, window, e.gen, e.window_weights)
+                              for e in exps])                         # (M, B)
+        key = tuple(idx)
+        if key not in self._obs:
+            self._obs = {key: torch.stack([e.obs.y for e in exps])}   # (M, n, dim)
+        obs_y, obs_t = self._obs[key], exps[0].obs.t
+        starts = starts.to(obs_y.device)
+        members = torch.arange(len(idx), device=obs_y.device)
+        steps = torch.arange(window, device=obs_y.device)
+        rows = starts.unsqueeze(0) + steps.view(-1, 1, 1)             # (T, M, B)
+        target = obs_y[members.view(1, -1, 1), rows]                  # (T, M, B, dim)
+        return obs_y[members.view(-1, 1), starts], obs_t[:window] - obs_t[0], target
+
     def losses(self, idx: list[int]
                ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]:
         """Every member's training loss on its own windows, (len(idx),), and per member its
@@ -145,13 +167,9 @@ class DynamicsMembers:
         solo run would count."""
         exps = [self.exps[i] for i in idx]
         o = exps[0].opts
-        batches = [data_mod.sample(e.obs, o["batch_size"], o["batch_time"], e.gen,
-                                   e.window_weights) for e in exps]
-        y0 = torch.stack([e._augment(b.y0) for e, b in zip(exps, batches, strict=True)])
-        times = batches[0].t.detach().to(torch.float64).tolist()
-        res = self._solve(idx, y0, times)
+        y0, t, target = self._windows(idx)
+        res = self._solve(idx, exps[0]._augment(y0), t.detach().to(torch.float64).tolist())
         dim = exps[0].system.dim
-        target = torch.stack([b.target for b in batches], 1)         # (T, M, B, dim)
         diff = res.out[..., :dim] - target
         per = (diff.abs() if o["loss"] == "l1" else diff.pow(2)).mean(dim=(0, 2, 3))
         backward = self.spec.gradient == "checkpoint"

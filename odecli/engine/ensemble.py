@@ -115,8 +115,9 @@ class Members:
         start = time.perf_counter()
         torch_state = torch.get_rng_state()
         saved = {i: self.engines[i].exp.rng_state() for i in active}
-        for i in active:
-            self.engines[i].optimizer.zero_grad(set_to_none=True)
+        for i in active:  # optimizer.zero_grad(set_to_none=True), without its wrappers
+            for p in self.engines[i].params:
+                p.grad = None
         try:
             per, results = self.batch.losses(active)
         except StepAborted:  # a stop signal and a step still running 5 s later
