@@ -87,7 +87,7 @@ def main() -> None:
     ens = found["ensemble"]
     train = [m["train_seconds"] for m in ens.values()]
     print(f"ensemble training alone: {max(train):.1f} s of {walls['ensemble']:.1f} s wall "
-          f"(the rest: imports, composing {a.seeds} configs three times, folders, tests)")
+          f"(the rest: imports, composing, run folders, evaluations, tests, checkpoints)")
     if "basic" in found:
         worst = {k: max(abs(ens[s][k] - b[k]) / abs(b[k]) for s, b in found["basic"].items())
                  for k in ("final_loss", "error_rel", "extrap_error_rel")}
