@@ -93,6 +93,11 @@ def main() -> None:
                  for k in ("final_loss", "error_rel", "extrap_error_rel")}
         same = sum(ens[s]["nfe_forward_per_iter"] == b["nfe_forward_per_iter"]
                    for s, b in found["basic"].items())
+        for key in ("error_rel", "extrap_error_rel"):  # the fits, side by side
+            ours = sorted(m[key] for m in ens.values())
+            solo = sorted(m[key] for m in found["basic"].values())
+            print(f"{key}: ensemble median {ours[len(ours) // 2]:.4g} max {ours[-1]:.4g}; "
+                  f"solo runs median {solo[len(solo) // 2]:.4g} max {solo[-1]:.4g}")
         print("largest relative difference, ensemble member vs its solo run (basic): "
               + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
               + f"; identical NFE in {same} of {len(found['basic'])}")
