@@ -87,12 +87,17 @@ def main() -> None:
     ens = found["ensemble"]
     train = [m["train_seconds"] for m in ens.values()]
     print(f"ensemble training alone: {max(train):.1f} s of {walls['ensemble']:.1f} s wall "
-          f"(the rest: imports, composing {a.seeds} configs three times, folders, tests)")
+          f"(the rest: imports, composing, run folders, evaluations, tests, checkpoints)")
     if "basic" in found:
         worst = {k: max(abs(ens[s][k] - b[k]) / abs(b[k]) for s, b in found["basic"].items())
                  for k in ("final_loss", "error_rel", "extrap_error_rel")}
         same = sum(ens[s]["nfe_forward_per_iter"] == b["nfe_forward_per_iter"]
                    for s, b in found["basic"].items())
+        for key in ("error_rel", "extrap_error_rel"):  # the fits, side by side
+            ours = sorted(m[key] for m in ens.values())
+            solo = sorted(m[key] for m in found["basic"].values())
+            print(f"{key}: ensemble median {ours[len(ours) // 2]:.4g} max {ours[-1]:.4g}; "
+                  f"solo runs median {solo[len(solo) // 2]:.4g} max {solo[-1]:.4g}")
         print("largest relative difference, ensemble member vs its solo run (basic): "
               + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
               + f"; identical NFE in {same} of {len(found['basic'])}")

@@ -17,7 +17,7 @@ import torch
 from conftest import read_metrics
 
 import odecli
-from odecli.launch import ensemble
+from odecli.launch import derived, ensemble
 from odecli.numerics import rk
 from odecli.numerics.ensemble_rk import solve_members
 
@@ -51,15 +51,33 @@ def assert_same_run(member: Path, solo: Path, rel: float = 1e-4) -> None:
                 assert float(ra[key]) == pytest.approx(float(rb[key]), rel=rel), key
 
 
-def test_the_batched_solver_equals_the_fast_loop_per_member():
+class _Nets:
+    """Members' fields; `select`: the subset the solver steps once some have finished."""
+
+    def __init__(self, nets, rows=None):
+        self.nets, self.rows, self.selected = nets, rows, []
+
+    def __call__(self, y):
+        rows = range(len(self.nets)) if self.rows is None else self.rows.tolist()
+        return torch.stack([self.nets[m](y[j]) for j, m in enumerate(rows)])
+
+    def select(self, rows):
+        self.selected.append(rows.tolist())
+        return _Nets(self.nets, rows)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_the_batched_solver_equals_the_fast_loop_per_member(compact):
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(),
                                 torch.nn.Linear(16, 2)).double() for _ in range(3)]
     y0 = torch.randn(3, 5, 2, dtype=torch.float64)
     t = torch.linspace(0, 1.5, 7, dtype=torch.float64)
     rtol, atol = [1e-5, 1e-7, 1e-3], [1e-6, 1e-8, 1e-4]
-    res = solve_members(lambda y: torch.stack([n(y[m]) for m, n in enumerate(nets)]), y0,
-                        t.tolist(), "dopri5", rtol, atol)
+    field = _Nets(nets) if compact else _Nets(nets).__call__
+    res = solve_members(field, y0, t.tolist(), "dopri5", rtol, atol)
+    if compact:  # once some have finished, the last steps are the slowest member's alone
+        assert field.selected and field.selected[-1] == [int(res.trials.argmax())]
     assert len(set(res.trials.tolist())) > 1  # own step sizes: different step counts
     for m, net in enumerate(nets):
         counted = []
@@ -167,13 +185,121 @@ def test_a_member_config_derived_from_another_equals_its_composition():
     from odecli.launch.bridge import compose
 
     cmd = registry.get("train")
-    base_args = ["seed=0", "system=lotka", "train.lr=0.01"]
+    base_args = ["seed=0", "system=lotka", "train.lr=0.01", "+solver.options.max_num_steps=9"]
     base = compose(cmd, base_args, with_hydra=True)
-    args = ["seed=5", "system=lotka", "train.lr=2e-3"]
-    derived = ensemble.derive(base, base_args, args)
-    assert derived is not None and derived.seed == 5 and derived.train.lr == 0.002
-    assert list(derived.hydra.overrides.task) == args
-    assert ensemble._same(derived, compose(cmd, args, with_hydra=True))
-    assert ensemble.derive(base, base_args, ["seed=0", "system=spiral", "train.lr=0.01"]) \
+    args = ["seed=5", "system=lotka", "train.lr=2e-3", "+solver.options.max_num_steps=7"]
+    made = derived.derive(base, base_args, args)
+    assert made is not None and made.seed == 5 and made.train.lr == 0.002
+    assert made.solver.options.max_num_steps == 7 and base.seed == 0
+    assert list(made.hydra.overrides.task) == args
+    assert derived.same(made, compose(cmd, args, with_hydra=True))
+    assert derived.derive(base, base_args, ["seed=0", "system=spiral", *base_args[2:]]) \
         is None  # a group choice: composed again
-    assert ensemble.derive(base, base_args, ["seed=0", "system=lotka", "train=x"]) is None
+    assert derived.derive(base, base_args, ["seed=0", "system=lotka", "train=x",
+                                            base_args[3]]) is None
+    assert derived.derive(base, base_args, [*base_args[:3], "solver.options.max_num_steps=7"]) \
+        is None  # added in one, changed in the other
+
+
+def test_a_sweep_composes_once_per_kind_of_job():
+    from odecli import registry
+    from odecli.launch.bridge import compose
+
+    cmd = registry.get("train")
+    composer = derived.Composer(lambda o: compose(cmd, o, with_hydra=True))
+    jobs = [[f"seed={s}", f"system={system}", "train.lr=0.01"]
+            for system in ("lotka", "spiral") for s in range(4)]
+    configs = [composer(job) for job in jobs]
+    # each system: its first job, and the second once to check the derivation against Hydra
+    assert composer.compositions == 4
+    for job, cfg in zip(jobs, configs, strict=True):
+        assert derived.same(cfg, compose(cmd, job, with_hydra=True))
+    configs[1].train.lr = 0.5  # a fresh object per job: the others stay as they were
+    assert composer(jobs[2]).train.lr == 0.01
+
+
+def test_a_derivation_hydra_would_compose_differently_composes_every_job():
+    calls = []
+
+    def compose(overrides):
+        calls.append(overrides)
+        from omegaconf import OmegaConf
+
+        seed = int(overrides[0].split("=")[1])
+        return OmegaConf.create({"seed": seed, "twice": 2 * seed,  # derived: a stale twice
+                                 "hydra": {"overrides": {"task": overrides},
+                                           "job": {"override_dirname": "",
+                                                   "config": {"override_dirname": {
+                                                       "kv_sep": "=", "item_sep": ",",
+                                                       "exclude_keys": []}}}}})
+
+    composer = derived.Composer(compose)
+    got = [composer([f"seed={s}"]) for s in range(4)]
+    assert len(calls) == 4 and [c.twice for c in got] == [0, 2, 4, 6]
+
+
+def test_members_files_are_written_together_and_each_failure_is_its_own():
+    from odecli.engine.ensemble import Writes
+
+    done = []
+    writes = Writes()
+
+    def fail():
+        raise OSError("disk full")
+
+    errors = writes.run([lambda: done.append(1), fail, lambda: done.append(3)])
+    writes.close()
+    assert sorted(done) == [1, 3]
+    assert errors[0] is None and isinstance(errors[1], OSError) and errors[2] is None
+
+
+@pytest.mark.parametrize("kind,decay", [(torch.optim.Adam, 0.0), (torch.optim.Adam, 0.1),
+                                        (torch.optim.AdamW, 0.01)])
+def test_the_members_adam_update_is_torchs_bit_for_bit(kind, decay):
+    import copy
+
+    from odecli.engine.ensemble import optimizer_steps
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(3, 4).double() for _ in range(3)]
+    twins = copy.deepcopy(nets)
+    batched = [kind(n.parameters(), lr=0.01 * (1 + (i == 2)), weight_decay=decay)
+               for i, n in enumerate(nets)]  # the third in a group of its own
+    alone = [kind(n.parameters(), lr=0.01 * (1 + (i == 2)), weight_decay=decay)
+             for i, n in enumerate(twins)]
+    for _ in range(4):
+        x = torch.randn(5, 3, dtype=torch.float64)
+        for n in (*nets, *twins):
+            n.zero_grad()
+            n(x).pow(2).sum().backward()
+        optimizer_steps(batched)
+        for opt in alone:
+            opt.step()
+    for n, t in zip(nets, twins, strict=True):
+        for a, b in zip(n.parameters(), t.parameters(), strict=True):
+            assert torch.equal(a, b)
+    for a, b in zip(batched, alone, strict=True):
+        sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+        assert all(torch.equal(sa[k][x], sb[k][x]) for k in sb for x in sb[k])
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "edges"])
+def test_members_windows_are_their_solo_draws(tmp_path, sampling):
+    from odecli.dynamics import data
+    from odecli.dynamics.dispatch import TrainExperiment
+
+    def build(seed):
+        cfg = odecli.compose("train", [*SMALL, f"seed={seed}", f"train.sampling={sampling}",
+                                       "data.noise_std=0.1"])
+        (tmp_path / str(seed)).mkdir(exist_ok=True)
+        return TrainExperiment(cfg, tmp_path / str(seed))
+
+    batched, alone = [build(0), build(1)], [build(0), build(1)]
+    members = TrainExperiment.ensemble(batched)
+    for _ in range(3):
+        y0, t, target = members._windows([0, 1])
+        for m, e in enumerate(alone):
+            o = e.opts
+            b = data.sample(e.obs, o["batch_size"], o["batch_time"], e.gen, e.window_weights)
+            assert torch.equal(y0[m], b.y0) and torch.equal(target[:, m], b.target)
+            assert torch.equal(t, b.t)

@@ -22,5 +22,10 @@ if ensemble is not None:
             super().__init__()
             self.max_members = max_members
 
+        def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+            super().setup(hydra_context=hydra_context, task_function=task_function,
+                          config=config)
+            ensemble.share_compositions(hydra_context)
+
         def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
             return ensemble.launch(self, job_overrides, initial_job_idx)

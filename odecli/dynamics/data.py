@@ -106,15 +106,20 @@ def edge_weights(n: int, batch_time: int) -> torch.Tensor:
     return weights
 
 
+def draw_starts(n: int, batch_size: int, batch_time: int, generator: torch.Generator,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The windows' first indices among n observed points (`sample`'s draw, shared with the
+    ensemble trainer, which gathers its members' windows together)."""
+    if weights is None:
+        return torch.randint(0, n - batch_time + 1, (batch_size,), generator=generator)
+    return torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+
+
 def sample(obs: Observations, batch_size: int, batch_time: int,
            generator: torch.Generator, weights: torch.Tensor | None = None) -> Batch:
     """Draw batch_size windows of batch_time consecutive observed points (uniformly over
     start points, or with the given per-start weights)."""
-    n = len(obs.t)
-    if weights is None:
-        starts = torch.randint(0, n - batch_time + 1, (batch_size,), generator=generator)
-    else:
-        starts = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+    starts = draw_starts(len(obs.t), batch_size, batch_time, generator, weights)
     steps = torch.arange(batch_time)
     idx = starts.unsqueeze(0) + steps.unsqueeze(1)          # (T, B)
     starts_dev = starts.to(obs.t.device)

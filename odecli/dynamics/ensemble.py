@@ -10,6 +10,8 @@ with its own step sizes. Window sampling, losses and metrics are the members' ow
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -37,7 +39,12 @@ class StackedField:
     """Every member's `ODEField` evaluated at once: y (M, B, state) -> (M, B, state).
 
     `restack()` builds the stacked weights from the members' own parameters (a
-    differentiable `torch.stack`), once per training step or evaluation."""
+    differentiable `torch.stack`), once per training step or evaluation. The field's input
+    normalisation and output scale are folded into the first and last layer's stacked
+    weights there (y @ (W / std) + (b - mean / std @ W), and W * scale, b * scale), so each
+    of the solve's many evaluations runs only the layers; the members' parameters and their
+    gradients are the solo field's (the fold is in the graph), the numbers equal to rounding.
+    """
 
     def __init__(self, fields: list[ODEField]) -> None:
         self.fields = fields
@@ -51,20 +58,36 @@ class StackedField:
 
     def restack(self) -> None:
         n = len(self.fields[0]._linears)
-        self.layers = [(torch.stack([f._linears[i].weight for f in self.fields]).transpose(1, 2),
-                        torch.stack([f._linears[i].bias for f in self.fields]).unsqueeze(1))
-                       for i in range(n)]
+        self.layers = []
+        for i in range(n):
+            w = torch.stack([f._linears[i].weight for f in self.fields]).transpose(1, 2)
+            b = torch.stack([f._linears[i].bias for f in self.fields]).unsqueeze(1)
+            if i == 0:  # (y - mean) / std, then this layer
+                b = b - torch.bmm(self.in_mean / self.in_std, w)
+                w = w / self.in_std.transpose(1, 2)
+            if i == n - 1:  # this layer, then * out_scale
+                w, b = w * self.out_scale, b * self.out_scale
+            self.layers.append((w, b))
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        if self.power != 1:
-            y = y**self.power
-        h = (y - self.in_mean) / self.in_std
-        last = len(self.layers) - 1
-        for i, (w, b) in enumerate(self.layers):
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = self.activation(h)
-        return h * self.out_scale
+        return _layers(self.layers, self.power, self.activation, y)
+
+    def select(self, rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The field of the members `rows` alone (the solver steps only unfinished ones)."""
+        layers = [(w.index_select(0, rows), b.index_select(0, rows)) for w, b in self.layers]
+        return functools.partial(_layers, layers, self.power, self.activation)
+
+
+def _layers(layers: list[tuple[torch.Tensor, torch.Tensor]], power: float,
+            activation: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor
+            ) -> torch.Tensor:
+    h = y**power if power != 1 else y
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        h = torch.baddbmm(b, h, w)
+        if i < last:
+            h = activation(h)
+    return h
 
 
 class DynamicsMembers:
@@ -96,6 +119,7 @@ class DynamicsMembers:
         self.spec = first.spec
         self.stages = len(tableau(self.spec.method).c)
         self._fields: dict[tuple[int, ...], StackedField] = {}
+        self._obs: dict[tuple[int, ...], torch.Tensor] = {}
 
     def _field(self, idx: list[int]) -> StackedField:
         key = tuple(idx)
@@ -115,32 +139,52 @@ class DynamicsMembers:
                                          self.spec.torchdiffeq_options(), budgets,
                                          self.exps[idx[0]].counter.abort)
 
-    def losses(self, idx: list[int]) -> list[tuple[torch.Tensor | SolverError, int, int]]:
-        """Each member's training loss on its own windows (or its solver failure), with the
-        forward and backward NFE its solo run would count."""
+    def _windows(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every member's training windows, as `data.sample` draws them from the member's
+        own generator (the same draws), gathered for all members at once: y0 (M, B, dim),
+        the window times (T,), the targets (T, M, B, dim)."""
         exps = [self.exps[i] for i in idx]
         o = exps[0].opts
-        batches = [data_mod.sample(e.obs, o["batch_size"], o["batch_time"], e.gen,
-                                   e.window_weights) for e in exps]
-        y0 = torch.stack([e._augment(b.y0) for e, b in zip(exps, batches, strict=True)])
-        times = batches[0].t.detach().to(torch.float64).tolist()
-        res = self._solve(idx, y0, times)
+        size, window = o["batch_size"], o["batch_time"]
+        n = len(exps[0].obs.t)
+        starts = torch.stack([data_mod.draw_starts(n, size, window, e.gen, e.window_weights)
+                              for e in exps])                         # (M, B)
+        key = tuple(idx)
+        if key not in self._obs:
+            self._obs = {key: torch.stack([e.obs.y for e in exps])}   # (M, n, dim)
+        obs_y, obs_t = self._obs[key], exps[0].obs.t
+        starts = starts.to(obs_y.device)
+        members = torch.arange(len(idx), device=obs_y.device)
+        steps = torch.arange(window, device=obs_y.device)
+        rows = starts.unsqueeze(0) + steps.view(-1, 1, 1)             # (T, M, B)
+        target = obs_y[members.view(1, -1, 1), rows]                  # (T, M, B, dim)
+        return obs_y[members.view(-1, 1), starts], obs_t[:window] - obs_t[0], target
+
+    def losses(self, idx: list[int]
+               ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]:
+        """Every member's training loss on its own windows, (len(idx),), and per member its
+        solver failure (its loss then means nothing) with the forward and backward NFE its
+        solo run would count."""
+        exps = [self.exps[i] for i in idx]
+        o = exps[0].opts
+        y0, t, target = self._windows(idx)
+        res = self._solve(idx, exps[0]._augment(y0), t.detach().to(torch.float64).tolist())
         dim = exps[0].system.dim
-        target = torch.stack([b.target for b in batches], 1)         # (T, M, B, dim)
         diff = res.out[..., :dim] - target
         per = (diff.abs() if o["loss"] == "l1" else diff.pow(2)).mean(dim=(0, 2, 3))
         backward = self.spec.gradient == "checkpoint"
-        out: list[tuple[torch.Tensor | SolverError, int, int]] = []
+        first_guess = self.spec.options.get("first_step") is None
+        out: list[tuple[SolverError | None, int, int]] = []
         for j, e in enumerate(exps):
-            fwd = res.nfe(j, self.stages, self.spec.options.get("first_step") is None)
+            fwd = res.nfe(j, self.stages, first_guess)
             e.counter.nfe += fwd
             if res.errors[j] is not None:
                 out.append((translate_failure(RuntimeError(res.errors[j])), fwd, 0))
                 continue
             bwd = self.stages * int(res.accepted[j]) + 1 if backward else 0
             e.counter.nfe += bwd
-            out.append((per[j], fwd, bwd))
-        return out
+            out.append((None, fwd, bwd))
+        return per, out
 
     @torch.no_grad()
     def evaluate(self, idx: list[int]) -> list[dict[str, float] | SolverError]:

@@ -10,6 +10,9 @@ go on. SIGINT/SIGTERM stop every member after the step: each is checkpointed wit
 `interrupted`, so `resume=` (or the sweep command again) continues them.
 
 Timing: a member's `train_seconds` is the group's time per step (it shares the step).
+Files: each member's history.csv and checkpoint are written as in a solo run (atomically,
+fsync'd), but the members' writes run together in a few threads (`Writes`): one member's
+fsync waits for the disk, and 32 of them one after another took seconds per evaluation.
 """
 
 from __future__ import annotations
@@ -17,22 +20,56 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import torch
 
-from odecli.engine import progress, signals
+from odecli.engine import checkpoint, progress, rundir, signals
 from odecli.engine.loop import Engine
-from odecli.errors import Interrupted, SolverError
+from odecli.errors import Interrupted, SolverError, WriteError
 from odecli.numerics.solve import StepAborted, check_finite
 
 log = logging.getLogger("odecli.engine")
+# Threads writing members' files at once: fsync waits on the disk, not the CPU.
+WRITE_THREADS = 8
+
+
+class Writes:
+    """Members' file writes run together; each job's exception is returned, in order."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="odecli-write")
+
+    def run(self, jobs: list[Callable[[], None]]) -> list[BaseException | None]:
+        if len(jobs) <= 1:
+            return [_attempt(job) for job in jobs]
+        return [f.result() for f in [self.pool.submit(_attempt, job) for job in jobs]]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _attempt(job: Callable[[], None]) -> BaseException | None:
+    try:
+        job()
+    except BaseException as exc:  # handed back to the trainer's thread
+        return exc
+    return None
+
+
+def _raise_first(errors: list[BaseException | None]) -> None:
+    for exc in errors:
+        if exc is not None:
+            raise exc
 
 
 class Batch(Protocol):
     """What a family's batched members provide (e.g. odecli.dynamics.ensemble)."""
 
-    def losses(self, idx: list[int]) -> list[tuple[torch.Tensor | SolverError, int, int]]: ...
+    def losses(self, idx: list[int]
+               ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]: ...
 
     def evaluate(self, idx: list[int]) -> list[dict[str, float] | SolverError]: ...
 
@@ -43,6 +80,18 @@ class Members:
     def __init__(self, batch: Batch, engines: list[Engine], quiet: bool = False) -> None:
         self.batch, self.engines, self.quiet = batch, engines, quiet
         self.outcome: dict[int, tuple[str, str | None, str | None]] = {}
+        self.writes = Writes()
+
+    def _checkpoint(self, members: list[int]) -> list[BaseException | None]:
+        """Checkpoint members together (each state taken here, in this thread)."""
+        states = [(self.engines[i], self.engines[i].state()) for i in members]
+        errors = self.writes.run([
+            lambda e=e, st=st: checkpoint.save(e.run_dir / rundir.CHECKPOINT, st)
+            for e, st in states])
+        for (e, _), exc in zip(states, errors, strict=True):
+            if exc is None:
+                e.saved_at, e.saved_iteration = time.monotonic(), e.iteration
+        return errors
 
     def _fail(self, i: int, exc: SolverError) -> None:
         log.error("member %s failed at iteration %d: %s (%s)", self.engines[i].run_dir,
@@ -52,55 +101,64 @@ class Members:
     def _record(self, due: list[int]) -> None:
         if not due:
             return
+        recorded = []
         for i, ev in zip(due, self.batch.evaluate(due), strict=True):
             if isinstance(ev, SolverError):
                 self._fail(i, ev)
             else:
+                self.engines[i].history.defer = True
                 self.engines[i].record(ev)
+                recorded.append(self.engines[i].history)
+        _raise_first(self.writes.run([h.flush for h in recorded]))
 
     def _step(self, active: list[int]) -> None:
         start = time.perf_counter()
-        saved = {i: (self.engines[i].exp.rng_state(), torch.get_rng_state()) for i in active}
-        for i in active:
-            self.engines[i].optimizer.zero_grad(set_to_none=True)
+        torch_state = torch.get_rng_state()
+        saved = {i: self.engines[i].exp.rng_state() for i in active}
+        for i in active:  # optimizer.zero_grad(set_to_none=True), without its wrappers
+            for p in self.engines[i].params:
+                p.grad = None
         try:
-            results = self.batch.losses(active)
+            per, results = self.batch.losses(active)
         except StepAborted:  # a stop signal and a step still running 5 s later
-            for i, (exp_state, torch_state) in saved.items():
+            for i, exp_state in saved.items():
                 self.engines[i].exp.set_rng_state(exp_state)
-                torch.set_rng_state(torch_state)
+            torch.set_rng_state(torch_state)
             raise
-        kept, total = [], None
-        for i, (loss, fwd, bwd) in zip(active, results, strict=True):
+        values = per.detach().tolist()  # one read for every member's loss and its check
+        kept: list[tuple[int, int, float, int, int]] = []  # (member, its row in per, ...)
+        for j, (i, value, (error, fwd, bwd)) in enumerate(zip(active, values, results,
+                                                               strict=True)):
             try:
-                if isinstance(loss, SolverError):
-                    raise loss
-                check_finite(loss.detach(), "training loss")
+                if error is not None:
+                    raise error
+                if not math.isfinite(value):
+                    check_finite(per[j].detach(), "training loss")
             except SolverError as exc:
                 self._fail(i, exc)
                 continue
-            kept.append((i, loss, fwd, bwd))
-            total = loss if total is None else total + loss
-        if total is not None:
+            kept.append((i, j, value, fwd, bwd))
+        if kept:  # members share no parameters: each gets the gradient of its own loss
+            rows = [j for _, j, *_ in kept]
+            total = per.sum() if len(rows) == len(active) else per[rows].sum()
             total.backward()
         for i, *_ in kept:
             e = self.engines[i]
             if e.opts["grad_clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(e.params, e.opts["grad_clip"])
         optimizer_steps([self.engines[i].optimizer for i, *_ in kept])
-        for i, loss, fwd, bwd in kept:
+        seconds = time.perf_counter() - start
+        for i, _, value, fwd, bwd in kept:
             e = self.engines[i]
             if e.scheduler is not None:
                 e.scheduler.step()
             e.exp.end_step()
             e.nfe_forward += fwd
             e.nfe_backward += bwd
-            e.last_loss = float(loss.detach())
+            e.last_loss = value
             e.last_extras = {}
             e.iteration += 1
-        seconds = time.perf_counter() - start
-        for i, *_ in kept:
-            self.engines[i].train_seconds += seconds
+            e.train_seconds += seconds
 
     def run(self) -> list[dict[str, Any]]:
         """Train every member to its train.niters; returns each member's metrics (raises
@@ -133,9 +191,17 @@ class Members:
                     log.warning("%s at iteration %d: writing a checkpoint of %s", stop.name,
                                 engines[i].iteration, engines[i].run_dir)
             metrics = []
-            for i, e in enumerate(engines):
+            saved = self._checkpoint(list(range(len(engines))))  # finish's first write
+            self.writes.close()
+            for i, (e, exc) in enumerate(zip(engines, saved, strict=True)):
+                e.history.defer = False
                 status, reason, hint = self.outcome.get(i, ("ok", None, None))
-                metrics.append(e.finish(status, reason, hint, start_wall))
+                if isinstance(exc, WriteError):
+                    metrics.append(e.record_write_failure(str(exc), start_wall))
+                elif exc is not None:
+                    raise exc
+                else:
+                    metrics.append(e.finish(status, reason, hint, start_wall, saved=True))
                 e.exp.counter.abort = None
         self.signum = stop.signum
         return metrics
@@ -154,11 +220,8 @@ class Members:
                 if e.iteration % e.opts["test_freq"] == 0 or last:
                     due.append(i)
             self._record(due)
-            for i in active:
-                e, every = engines[i], engines[i].opts["checkpoint_every"]
-                if (i not in self.outcome and every and e.iteration % every == 0
-                        and e.iteration != e.opts["niters"]):
-                    e.save_checkpoint()
+            _raise_first(self._checkpoint([i for i in active if i not in self.outcome
+                                           and _checkpoint_due(engines[i])]))
             active = [i for i in active if i not in self.outcome
                       and engines[i].iteration < engines[i].opts["niters"]]
             done = [engines[i].iteration for i in active]
@@ -175,35 +238,64 @@ class Members:
                            f"checkpointed", self.signum, str(self.engines[0].run_dir))
 
 
-def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:
-    """Step every member's optimiser. Adam and AdamW members with the same settings at this
-    step (a seed sweep: all of them) take one foreach update over all their parameters, each
-    member's state updated in place (its checkpoint is as after its own `step()`); the
-    others step one by one."""
-    from torch.optim.adam import adam
+def _checkpoint_due(e: Engine) -> bool:
+    every = e.opts["checkpoint_every"]
+    return bool(every) and e.iteration % every == 0 and e.iteration != e.opts["niters"]
 
-    groups: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
+
+def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:
+    """Step every member's optimiser. Adam and AdamW members with the same settings and step
+    count (a seed sweep: all of them) take one foreach update over all their parameters,
+    each member's state updated in place (its checkpoint is as after its own `step()`); the
+    others step one by one."""
+    groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, ...]]] = {}
     for opt in optimizers:
         g = opt.param_groups[0]
         plain = (type(opt) in (torch.optim.Adam, torch.optim.AdamW) and len(opt.param_groups) == 1
                  and not g["amsgrad"] and not g["maximize"] and not g.get("capturable")
-                 and not g.get("differentiable") and not g.get("fused"))
+                 and not g.get("differentiable") and not g.get("fused")
+                 and not torch.is_tensor(g["lr"]))
         if not plain:
             opt.step()
             continue
-        key = (type(opt), float(g["lr"]), tuple(g["betas"]), g["eps"], g["weight_decay"])
-        groups.setdefault(key, []).append(opt)
-    for (kind, lr, (beta1, beta2), eps, weight_decay), opts in groups.items():
         lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
-        for opt in opts:
-            opt._init_group(opt.param_groups[0], *lists)  # type: ignore[attr-defined]
-            opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
-        if lists[0]:
-            with torch.no_grad():
-                adam(*lists, foreach=True, amsgrad=False, beta1=beta1,
-                                      beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-                                      maximize=False,
-                                      decoupled_weight_decay=kind is torch.optim.AdamW)
+        opt._init_group(g, *lists)  # type: ignore[attr-defined]  # (creates missing state)
+        opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
+        if not lists[0]:
+            continue
+        step = float(lists[5][0])  # every parameter of a member has taken as many steps
+        key = (type(opt) is torch.optim.AdamW, float(g["lr"]), *g["betas"], g["eps"],
+               g["weight_decay"], step)
+        groups.setdefault(key, []).extend(zip(lists[0], lists[1], lists[2], lists[3],
+                                              lists[5], strict=True))
+    with torch.no_grad():
+        for key, tensors in groups.items():
+            _adam(*(list(t) for t in zip(*tensors, strict=True)), *key)
+
+
+def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+          exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], decoupled: bool,
+          lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+          step: float) -> None:
+    """torch.optim.Adam's foreach update (torch/optim/adam.py, `_multi_tensor_adam`, CPU,
+    not capturable) op for op, with the bias corrections computed once for all the
+    parameters (they share the step count) instead of read from each parameter's step."""
+    torch._foreach_add_(steps, 1.0)
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    done = step + 1
+    bias_correction1 = 1 - beta1**done
+    bias_correction2 = 1 - beta2**done
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bias_correction2**0.5)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, (lr / bias_correction1) * -1)
 
 
 def _mean_loss(engines: list[Engine], active: list[int]) -> float:

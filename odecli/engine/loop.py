@@ -202,13 +202,15 @@ class Engine:
         key, label = self.exp.progress_metric
         return {label: self.last_eval.get(key, math.nan), "nfe": self.exp.counter.nfe}
 
-    def finish(self, status: str, reason: str | None, hint: str | None, start_wall: float
-               ) -> dict[str, Any]:
-        """Checkpoint, then the test of the final (or best) model, figures and metrics;
-        metrics last, so `ok` means everything is there. A stopped or failed run records its
-        status before the figures, which a diverged field can make slow."""
+    def finish(self, status: str, reason: str | None, hint: str | None, start_wall: float,
+               saved: bool = False) -> dict[str, Any]:
+        """Checkpoint (unless `saved`: the caller has just written it), then the test of the
+        final (or best) model, figures and metrics; metrics last, so `ok` means everything
+        is there. A stopped or failed run records its status before the figures, which a
+        diverged field can make slow."""
         try:
-            self.save_checkpoint()
+            if not saved:
+                self.save_checkpoint()
         except WriteError as exc:
             return self.record_write_failure(str(exc), start_wall)
         if self.best is not None:

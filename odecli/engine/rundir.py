@@ -104,10 +104,14 @@ class History:
     def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None) -> None:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = list(rows or [])
+        # True: `append` leaves the write to the owner's `flush` (the ensemble trainer writes
+        # its members' files together, engine/ensemble.py)
+        self.defer = False
 
     def append(self, row: Mapping[str, Any]) -> None:
         self.rows.append(dict(row))
-        self.flush()
+        if not self.defer:
+            self.flush()
 
     def flush(self) -> None:
         """Rewrite the whole file atomically (a few hundred rows at most)."""

@@ -23,6 +23,7 @@ from odecli.engine.rundir import notice, outputs_root
 from odecli.errors import ConfigError, Interrupted, OdecliError, WriteError
 from odecli.launch import claims, continuation, presets
 from odecli.launch import overrides as ov
+from odecli.launch.derived import Composer
 from odecli.launch.run_folders import stored_command
 from odecli.launch.sweeps import (
     MultirunFailed,
@@ -317,11 +318,14 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     args = [ov.absolute_path(o) for o in args]
     if not showing:
         jobs = [] if cont is not None else sweep_jobs(args) if multirun else [args]
-        composed = cont.plan(lambda job: validate(cmd, job)) if cont is not None else None
+        # a sweep's jobs composed once per kind, the others derived (odecli.launch.derived)
+        composer = Composer(lambda job: compose(cmd, job, with_hydra=True))
+        composed = (cont.plan(lambda job: validate(cmd, job, composer)) if cont is not None
+                    else None)
         notes: list[str] = []
         for i, job in enumerate(jobs):
             try:
-                composed = validate(cmd, job)
+                composed = validate(cmd, job, composer)
             except OdecliError as exc:
                 if len(jobs) == 1:
                     raise
@@ -350,7 +354,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             if multirun and not overwrite:  # the same sweep again: continue it
                 cont = continuation.from_rerun(cmd.name, target, args)
                 if cont is not None:
-                    cont.plan(lambda job: validate(cmd, job))
+                    cont.plan(lambda job: validate(cmd, job, composer))
         elif multirun:
             target = claim_dir(outputs_root() / "multirun", "")
         else:
@@ -414,13 +418,15 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     return outcome
 
 
-def validate(cmd: Command, overrides: list[str]) -> Any:
+def validate(cmd: Command, overrides: list[str], composer: Composer | None = None) -> Any:
     """Compose and check one job's config before Hydra creates its folder; returns the
-    composed config (with its `hydra` node, which the validator does not see)."""
+    composed config (with its `hydra` node, which the validator does not see). `composer`:
+    a sweep's, which composes once per kind of job and derives the others."""
     from omegaconf import open_dict
 
     try:
-        composed = compose(cmd, overrides, with_hydra=True)
+        composed = (composer(overrides) if composer is not None
+                    else compose(cmd, overrides, with_hydra=True))
     except OdecliError:
         raise
     except Exception as exc:

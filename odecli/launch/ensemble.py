@@ -1,6 +1,7 @@
 """`hydra/launcher=ensemble`: a sweep's same-shaped jobs trained together as one batched model.
 
-The launcher composes every job's config (as Hydra's basic launcher does), groups the jobs
+The launcher composes every job's config (once per kind of job, the others derived from it:
+odecli.launch.derived, shared with Hydra's sweeper through its config loader), groups the jobs
 by everything but what members may differ in (the family's `member_keys`: seed, lr, weight
 decay, noise level, tolerances...), and prints the grouping. A group of one, or a job the
 family cannot batch (its `unfit` reason is printed), runs as with the basic launcher. A
@@ -119,23 +120,11 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     cmd = registry.get(getattr(task, "cmd_name", "train"))
     experiment_cls = cmd.experiment_class()
+    loader = share_compositions(launcher.hydra_context)
     jobs = []
-    loader = launcher.hydra_context.config_loader
-    base: tuple[list[str], Any] | None = None  # the first job, fully composed
-    derivable: bool | None = None  # whether a derived config equals Hydra's own (checked once)
     for i, overrides in enumerate(job_overrides):
         num = initial_job_idx + i
-        sweep_config = None
-        if base is not None and derivable is not False:
-            derived = derive(base[1], base[0], list(overrides))
-            if derived is not None and derivable is None:
-                sweep_config = loader.load_sweep_config(config, list(overrides))
-                derivable = _same(derived, sweep_config)
-            elif derived is not None:
-                sweep_config = derived
-        if sweep_config is None:
-            sweep_config = loader.load_sweep_config(config, list(overrides))
-            base = base or (list(overrides), sweep_config)
+        sweep_config = loader.take(config, overrides)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = num
             sweep_config.hydra.job.num = num
@@ -159,71 +148,14 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     return [j.ret for j in jobs]
 
 
-_ABSENT = object()
+def share_compositions(hydra_context: Any) -> Any:
+    """Hydra's config loader for this sweep (the sweeper's check and this launcher) made to
+    compose once per kind of job (odecli.launch.derived); returns it."""
+    from odecli.launch.derived import DerivingLoader
 
-
-def derive(base: Any, base_overrides: list[str], overrides: list[str]) -> Any | None:
-    """A job's config made from another's when the two differ only in plain values
-    (`seed=3` for `seed=0`, `train.lr=0.02`), without composing it again (Hydra's
-    composition of every job is most of a short sweep's time); None when they differ in
-    anything else (a group choice, an added key, an interpolation)."""
-    import copy
-
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
-    from omegaconf import OmegaConf, open_dict
-
-    if len(base_overrides) != len(overrides):
-        return None
-    parser = OverridesParser.create()
-    changes: list[tuple[str, Any]] = []
-    for a, b in zip(base_overrides, overrides, strict=True):
-        if a == b:
-            continue
-        try:
-            oa, ob = parser.parse_override(a), parser.parse_override(b)
-        except Exception:
-            return None
-        key = ob.key_or_group
-        if (oa.key_or_group != key or ob.package is not None or ob.type != OverrideType.CHANGE
-                or oa.type != OverrideType.CHANGE or ob.is_hydra_override() or "/" in key
-                or "${" in b or ob.is_sweep_override()):
-            return None
-        current = OmegaConf.select(base, key, default=_ABSENT)
-        if current is _ABSENT or OmegaConf.is_config(current):
-            return None
-        changes.append((key, ob.value()))
-    cfg = copy.deepcopy(base)
-    task = [str(o) for o in base.hydra.overrides.task]
-    swap = dict(zip(base_overrides, overrides, strict=True))
-    if any(o not in swap for o in task):
-        return None
-    with open_dict(cfg):
-        for key, value in changes:
-            OmegaConf.update(cfg, key, value, merge=True)
-        cfg.hydra.overrides.task = [swap[o] for o in task]
-        apps = [o for o in parser.parse_overrides(list(cfg.hydra.overrides.task))]
-        job = cfg.hydra.job
-        job.override_dirname = get_overrides_dirname(
-            overrides=apps, kv_sep=job.config.override_dirname.kv_sep,
-            item_sep=job.config.override_dirname.item_sep,
-            exclude_keys=job.config.override_dirname.exclude_keys)
-    return cfg
-
-
-def _same(a: Any, b: Any) -> bool:
-    from omegaconf import OmegaConf
-
-    def plain(c: Any) -> Any:
-        d = OmegaConf.to_container(c, resolve=False)
-        assert isinstance(d, dict)
-        d["hydra"].pop("runtime", None)  # cwd, versions and sources: the same process
-        d["hydra"]["job"].pop("id", None)  # set per job after composing
-        d["hydra"]["job"].pop("num", None)
-        return d
-
-    return bool(plain(a) == plain(b))
+    if not isinstance(hydra_context.config_loader, DerivingLoader):
+        hydra_context.config_loader = DerivingLoader(hydra_context.config_loader)
+    return hydra_context.config_loader
 
 
 class _Collect:
