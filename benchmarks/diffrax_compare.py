@@ -39,6 +39,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
@@ -166,66 +167,85 @@ class FloorLoop:
         return float(torch.mean(torch.abs(pred - self.true_y)))
 
 
+def diffrax_model(weights: dict[str, torch.Tensor]) -> object:
+    """ode_demo's 2-50-2 tanh field as an equinox MLP with these (torch) weights."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    mlp = eqx.nn.MLP(2, 2, 50, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
+    lin1, lin2 = mlp.layers
+    w = {k: jnp.asarray(v.numpy()) for k, v in weights.items()}
+    lin1 = eqx.tree_at(lambda m: (m.weight, m.bias), lin1, (w["net.0.weight"],
+                                                              w["net.0.bias"]))
+    lin2 = eqx.tree_at(lambda m: (m.weight, m.bias), lin2, (w["net.2.weight"],
+                                                              w["net.2.bias"]))
+    return eqx.tree_at(lambda m: m.layers, mlp, (lin1, lin2))
+
+
+def diffrax_problem(t: torch.Tensor, true_y: torch.Tensor
+                    ) -> tuple[object, Callable[..., object], Callable[..., object]]:
+    """ode_demo's problem in JAX: (optax optimiser, train_step, rollout), neither jitted.
+
+    train_step(model, opt_state, s) -> (model, opt_state, num_steps): one RMSprop step on the
+    windows starting at indices `s`; rollout(model) -> ode_demo's test loss."""
+    import diffrax
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    ts = jnp.asarray(t.numpy())
+    ys_true = jnp.asarray(true_y.numpy())[:, 0, :]
+    # torch's RMSprop: alpha 0.99, eps added outside the square root
+    optim = optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+
+    def vector_field(t, y, model):
+        return jax.vmap(model)(y**3)
+
+    term = diffrax.ODETerm(vector_field)
+    solver = diffrax.Dopri5()
+    controller = diffrax.PIDController(rtol=RTOL, atol=ATOL)
+
+    def solve_batch(model, y0, ts):
+        sol = diffrax.diffeqsolve(term, solver, t0=ts[0], t1=ts[-1], dt0=None, y0=y0,
+                                  args=model, saveat=diffrax.SaveAt(ts=ts),
+                                  stepsize_controller=controller, max_steps=100000)
+        return sol.ys, sol.stats["num_steps"]
+
+    def train_step(model, opt_state, s):
+        idx = s[:, None] + jnp.arange(WINDOW)[None, :]
+        batch_y = ys_true[idx]                                # (batch, window, 2)
+
+        def loss_fn(m):
+            ys, steps = solve_batch(m, batch_y[:, 0, :], ts[:WINDOW])
+            return jnp.mean(jnp.abs(ys - jnp.swapaxes(batch_y, 0, 1))), steps
+
+        (loss, steps), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+        updates, opt_state = optim.update(grads, opt_state, model)
+        return eqx.apply_updates(model, updates), opt_state, steps
+
+    def rollout(model):
+        ys, _ = solve_batch(model, ys_true[:1], ts)
+        return jnp.mean(jnp.abs(ys[:, 0, :] - ys_true))
+
+    return optim, train_step, rollout
+
+
 class DiffraxLoop:
     """The same loop in JAX: equinox field, diffrax solve, optax RMSprop, one jitted step."""
 
     def __init__(self, t: torch.Tensor, true_y: torch.Tensor,
                  weights: dict[str, torch.Tensor]) -> None:
-        import diffrax
         import equinox as eqx
-        import jax
         import jax.numpy as jnp
-        import optax
 
         self.jnp = jnp
-        key = jax.random.PRNGKey(0)
-        mlp = eqx.nn.MLP(2, 2, 50, 1, activation=jnp.tanh, key=key)
-        lin1, lin2 = mlp.layers
-        w = {k: jnp.asarray(v.numpy()) for k, v in weights.items()}
-        lin1 = eqx.tree_at(lambda m: (m.weight, m.bias), lin1, (w["net.0.weight"],
-                                                                  w["net.0.bias"]))
-        lin2 = eqx.tree_at(lambda m: (m.weight, m.bias), lin2, (w["net.2.weight"],
-                                                                  w["net.2.bias"]))
-        self.model = eqx.tree_at(lambda m: m.layers, mlp, (lin1, lin2))
-        self.t = jnp.asarray(t.numpy())
-        self.true_y = jnp.asarray(true_y.numpy())[:, 0, :]
-        # torch's RMSprop: alpha 0.99, eps added outside the square root
-        self.optim = optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False)
-        self.opt_state = self.optim.init(eqx.filter(self.model, eqx.is_inexact_array))
+        self.model = diffrax_model(weights)
+        optim, train_step, rollout = diffrax_problem(t, true_y)
+        self.opt_state = optim.init(eqx.filter(self.model, eqx.is_inexact_array))
         self.nfe_forward = 0
-
-        def vector_field(t, y, model):
-            return jax.vmap(model)(y**3)
-
-        term = diffrax.ODETerm(vector_field)
-        solver = diffrax.Dopri5()
-        controller = diffrax.PIDController(rtol=RTOL, atol=ATOL)
-
-        def solve_batch(model, y0, ts):
-            sol = diffrax.diffeqsolve(term, solver, t0=ts[0], t1=ts[-1], dt0=None, y0=y0,
-                                      args=model, saveat=diffrax.SaveAt(ts=ts),
-                                      stepsize_controller=controller, max_steps=100000)
-            return sol.ys, sol.stats["num_steps"]
-
-        @eqx.filter_jit
-        def train_step(model, opt_state, s):
-            idx = s[:, None] + jnp.arange(WINDOW)[None, :]
-            batch_y = self.true_y[idx]                        # (batch, window, 2)
-
-            def loss_fn(m):
-                ys, steps = solve_batch(m, batch_y[:, 0, :], self.t[:WINDOW])
-                return jnp.mean(jnp.abs(ys - jnp.swapaxes(batch_y, 0, 1))), steps
-
-            (loss, steps), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
-            updates, opt_state = self.optim.update(grads, opt_state, model)
-            return eqx.apply_updates(model, updates), opt_state, steps
-
-        @eqx.filter_jit
-        def rollout(model):
-            ys, _ = solve_batch(model, self.true_y[:1], self.t)
-            return jnp.mean(jnp.abs(ys[:, 0, :] - self.true_y))
-
-        self._train_step, self._rollout = train_step, rollout
+        self._train_step, self._rollout = eqx.filter_jit(train_step), eqx.filter_jit(rollout)
 
     def step(self, s: torch.Tensor) -> None:
         self.model, self.opt_state, steps = self._train_step(

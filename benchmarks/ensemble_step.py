@@ -53,8 +53,10 @@ def launch_overhead(members: int, niters: int) -> float:
     return float(line[0].split()[1])
 
 
-def build(members: int, dtype: str, root: Path) -> tuple[object, object]:
-    """A batch of `members` seeds and the solo engine of seed 0, as the launcher builds them."""
+def build(members: int, dtype: str, root: Path, overrides: list[str] = LOTKA
+          ) -> tuple[object, object]:
+    """A batch of `members` seeds and the solo engine of seed 0, as the launcher builds them
+    (`overrides`: the sweep's other settings, lotka's by default)."""
     import odecli
     from odecli.dynamics.dispatch import TrainExperiment
     from odecli.engine.ensemble import Members
@@ -62,7 +64,7 @@ def build(members: int, dtype: str, root: Path) -> tuple[object, object]:
 
     engines = []
     for seed in range(members + 1):
-        cfg = odecli.compose("train", [*LOTKA, f"seed={seed % members}",
+        cfg = odecli.compose("train", [*overrides, f"seed={seed % members}",
                                        f"device.dtype={dtype}"])
         run_dir = root / str(seed)
         run_dir.mkdir()
