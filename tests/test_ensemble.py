@@ -17,6 +17,7 @@ import torch
 from conftest import read_metrics
 
 import odecli
+from odecli.engine import ensemble as ensemble_engine
 from odecli.launch import derived, ensemble
 from odecli.numerics import rk
 from odecli.numerics.ensemble_rk import solve_members
@@ -127,6 +128,28 @@ def test_a_failing_member_leaves_the_batch(cli, outputs):
     solo = outputs / "solo"
     assert cli("train", "seed=1", *SMALL, f"hydra.run.dir={solo}").exit_code == 0
     assert_same_run(members(sweep)[2], solo)
+
+
+def test_members_checkpoint_on_the_time_cadence(cli, outputs, monkeypatch):
+    # train.checkpoint_seconds, as a solo run keeps it: a killed ensemble loses at most that
+    saved: list[list[int]] = []
+    real = ensemble_engine.Members._checkpoint
+
+    def counting(self, idx):
+        saved.append([self.engines[i].iteration for i in idx])
+        return real(self, idx)
+
+    monkeypatch.setattr(ensemble_engine.Members, "_checkpoint", counting)
+    sweep = outputs / "sweep"
+    res = cli("train", "-m", "seed=0,1", *SMALL, "train.checkpoint_every=0",
+              "train.checkpoint_seconds=1e-9", *ENSEMBLE, f"hydra.sweep.dir={sweep}")
+    assert res.exit_code == 0, res.stderr
+    periodic = [its for its in saved if its]
+    assert periodic[:5] == [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]  # none at 6: the end's
+    saved.clear()
+    res = cli("train", "-m", "seed=0,1", *SMALL, "train.checkpoint_every=0",
+              *ENSEMBLE, f"hydra.sweep.dir={outputs / 'sixty'}")  # 60 s: only at the end
+    assert res.exit_code == 0 and not [its for its in saved if its and its != [6, 6]]
 
 
 def test_the_grouping_and_who_runs_alone():

@@ -173,6 +173,7 @@ class Members:
                 start=min(e.iteration for e in engines)) as bar:
             for e in engines:
                 e.exp.counter.abort = stop.overdue
+                e.saved_at = time.monotonic()  # the time cadence counts from training's start
             active = [i for i in todo if i not in self.outcome]
             try:
                 self._record([i for i in todo if engines[i].iteration == 0
@@ -221,7 +222,7 @@ class Members:
                     due.append(i)
             self._record(due)
             _raise_first(self._checkpoint([i for i in active if i not in self.outcome
-                                           and _checkpoint_due(engines[i])]))
+                                           and engines[i].checkpoint_due()]))
             active = [i for i in active if i not in self.outcome
                       and engines[i].iteration < engines[i].opts["niters"]]
             done = [engines[i].iteration for i in active]
@@ -236,11 +237,6 @@ class Members:
         name = stopped[0]["interrupted_by"]
         return Interrupted(f"interrupted by {name}: {len(stopped)} member(s) of the ensemble "
                            f"checkpointed", self.signum, str(self.engines[0].run_dir))
-
-
-def _checkpoint_due(e: Engine) -> bool:
-    every = e.opts["checkpoint_every"]
-    return bool(every) and e.iteration % every == 0 and e.iteration != e.opts["niters"]
 
 
 def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:

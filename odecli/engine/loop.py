@@ -131,7 +131,6 @@ class Engine:
         o, exp = self.opts, self.exp
         start_wall = time.perf_counter()
         status, reason, hint = "ok", None, None
-        every, seconds = o["checkpoint_every"], float(o.get("checkpoint_seconds") or 0)
         self.saved_at = time.monotonic()
         writable = True
         with signals.stop_signals() as stop:
@@ -148,9 +147,7 @@ class Engine:
                         last = self.iteration == o["niters"]
                         if self.iteration % o["test_freq"] == 0 or last:
                             self.evaluate_unless_stopped()
-                        due = (every and self.iteration % every == 0) or (
-                            seconds and time.monotonic() - self.saved_at >= seconds)
-                        if due and not last:
+                        if self.checkpoint_due():
                             self.save_checkpoint()
                         bar.update(self.iteration, loss=self.last_loss,
                                    **self._progress_fields())
@@ -176,6 +173,17 @@ class Engine:
                               f"{o['niters']}; checkpoint saved, continue with: "
                               f"{metrics['resume']}", stop.signum, str(self.run_dir))
         return metrics
+
+    def checkpoint_due(self) -> bool:
+        """A periodic checkpoint after this step: every train.checkpoint_every iterations, or
+        train.checkpoint_seconds after the last one (the ensemble's members too); none at the
+        last iteration, whose checkpoint `finish` writes."""
+        o = self.opts
+        if self.iteration == o["niters"]:
+            return False
+        every, seconds = o["checkpoint_every"], float(o.get("checkpoint_seconds") or 0)
+        return bool(every and self.iteration % every == 0) or bool(
+            seconds and time.monotonic() - self.saved_at >= seconds)
 
     def row_missing(self) -> bool:
         """Whether the history lacks the row of the current iteration: a fresh run's start,
