@@ -17,6 +17,7 @@ fsync waits for the disk, and 32 of them one after another took seconds per eval
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from odecli.engine import checkpoint, progress, rundir, signals
+from odecli.engine import progress, signals
 from odecli.engine.loop import Engine
 from odecli.errors import Interrupted, SolverError, WriteError
 from odecli.numerics.solve import StepAborted, check_finite
@@ -84,14 +85,9 @@ class Members:
 
     def _checkpoint(self, members: list[int]) -> list[BaseException | None]:
         """Checkpoint members together (each state taken here, in this thread)."""
-        states = [(self.engines[i], self.engines[i].state()) for i in members]
-        errors = self.writes.run([
-            lambda e=e, st=st: checkpoint.save(e.run_dir / rundir.CHECKPOINT, st)
-            for e, st in states])
-        for (e, _), exc in zip(states, errors, strict=True):
-            if exc is None:
-                e.saved_at, e.saved_iteration = time.monotonic(), e.iteration
-        return errors
+        return self.writes.run([
+            functools.partial(self.engines[i].save_checkpoint, self.engines[i].state())
+            for i in members])
 
     def _fail(self, i: int, exc: SolverError) -> None:
         log.error("member %s failed at iteration %d: %s (%s)", self.engines[i].run_dir,

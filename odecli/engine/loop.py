@@ -291,8 +291,10 @@ class Engine:
             "experiment": self.exp.extra_state(),
         }
 
-    def save_checkpoint(self) -> None:
-        checkpoint.save(self.run_dir / rundir.CHECKPOINT, self.state())
+    def save_checkpoint(self, state: dict[str, Any] | None = None) -> None:
+        """Write checkpoint.pt of `state` (taken by the caller) or of the run now."""
+        checkpoint.save(self.run_dir / rundir.CHECKPOINT,
+                        self.state() if state is None else state)
         self.saved_at, self.saved_iteration = time.monotonic(), self.iteration
 
     def record_write_failure(self, reason: str, start_wall: float) -> dict[str, Any]:
