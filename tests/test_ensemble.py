@@ -277,11 +277,12 @@ def test_members_files_are_written_together_and_each_failure_is_its_own():
 
 
 @pytest.mark.parametrize("kind,decay", [(torch.optim.Adam, 0.0), (torch.optim.Adam, 0.1),
-                                        (torch.optim.AdamW, 0.01)])
-def test_the_members_adam_update_is_torchs_bit_for_bit(kind, decay):
+                                        (torch.optim.AdamW, 0.01), (torch.optim.RMSprop, 0.0),
+                                        (torch.optim.RMSprop, 0.1)])
+def test_the_members_optimizer_update_is_torchs_bit_for_bit(kind, decay):
     import copy
 
-    from odecli.engine.ensemble import optimizer_steps
+    from odecli.engine.member_optim import optimizer_steps
 
     torch.manual_seed(0)
     nets = [torch.nn.Linear(3, 4).double() for _ in range(3)]
@@ -290,6 +291,8 @@ def test_the_members_adam_update_is_torchs_bit_for_bit(kind, decay):
                for i, n in enumerate(nets)]  # the third in a group of its own
     alone = [kind(n.parameters(), lr=0.01 * (1 + (i == 2)), weight_decay=decay)
              for i, n in enumerate(twins)]
+    for opt in batched:  # the batched update, not each optimiser's own step()
+        opt.step = lambda *a, **k: pytest.fail("stepped one by one")
     for _ in range(4):
         x = torch.randn(5, 3, dtype=torch.float64)
         for n in (*nets, *twins):
@@ -304,6 +307,17 @@ def test_the_members_adam_update_is_torchs_bit_for_bit(kind, decay):
     for a, b in zip(batched, alone, strict=True):
         sa, sb = a.state_dict()["state"], b.state_dict()["state"]
         assert all(torch.equal(sa[k][x], sb[k][x]) for k in sb for x in sb[k])
+
+
+def test_optimizers_the_batched_update_does_not_cover_step_alone():
+    from odecli.engine.member_optim import optimizer_steps
+
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.RMSprop(net.parameters(), lr=0.01, momentum=0.9)
+    calls = []
+    opt.step = lambda *a, **k: calls.append(1)
+    optimizer_steps([opt])
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "edges"])

@@ -29,6 +29,7 @@ import torch
 
 from odecli.engine import progress, signals
 from odecli.engine.loop import Engine
+from odecli.engine.member_optim import optimizer_steps
 from odecli.errors import Interrupted, SolverError, WriteError
 from odecli.numerics.solve import StepAborted, check_finite
 
@@ -233,61 +234,6 @@ class Members:
         name = stopped[0]["interrupted_by"]
         return Interrupted(f"interrupted by {name}: {len(stopped)} member(s) of the ensemble "
                            f"checkpointed", self.signum, str(self.engines[0].run_dir))
-
-
-def optimizer_steps(optimizers: list[torch.optim.Optimizer]) -> None:
-    """Step every member's optimiser. Adam and AdamW members with the same settings and step
-    count (a seed sweep: all of them) take one foreach update over all their parameters,
-    each member's state updated in place (its checkpoint is as after its own `step()`); the
-    others step one by one."""
-    groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, ...]]] = {}
-    for opt in optimizers:
-        g = opt.param_groups[0]
-        plain = (type(opt) in (torch.optim.Adam, torch.optim.AdamW) and len(opt.param_groups) == 1
-                 and not g["amsgrad"] and not g["maximize"] and not g.get("capturable")
-                 and not g.get("differentiable") and not g.get("fused")
-                 and not torch.is_tensor(g["lr"]))
-        if not plain:
-            opt.step()
-            continue
-        lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
-        opt._init_group(g, *lists)  # type: ignore[attr-defined]  # (creates missing state)
-        opt._opt_called = True  # type: ignore[attr-defined]  # (the scheduler checks)
-        if not lists[0]:
-            continue
-        step = float(lists[5][0])  # every parameter of a member has taken as many steps
-        key = (type(opt) is torch.optim.AdamW, float(g["lr"]), *g["betas"], g["eps"],
-               g["weight_decay"], step)
-        groups.setdefault(key, []).extend(zip(lists[0], lists[1], lists[2], lists[3],
-                                              lists[5], strict=True))
-    with torch.no_grad():
-        for key, tensors in groups.items():
-            _adam(*(list(t) for t in zip(*tensors, strict=True)), *key)
-
-
-def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-          exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], decoupled: bool,
-          lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-          step: float) -> None:
-    """torch.optim.Adam's foreach update (torch/optim/adam.py, `_multi_tensor_adam`, CPU,
-    not capturable) op for op, with the bias corrections computed once for all the
-    parameters (they share the step count) instead of read from each parameter's step."""
-    torch._foreach_add_(steps, 1.0)
-    if weight_decay != 0:
-        if decoupled:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    done = step + 1
-    bias_correction1 = 1 - beta1**done
-    bias_correction2 = 1 - beta2**done
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, bias_correction2**0.5)
-    torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, (lr / bias_correction1) * -1)
 
 
 def _mean_loss(engines: list[Engine], active: list[int]) -> float:
