@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from odecli import registry
 from odecli.engine.rundir import notice, outputs_root
-from odecli.errors import ConfigError, Interrupted, OdecliError, WriteError
+from odecli.errors import Interrupted, OdecliError, WriteError
 from odecli.launch import claims, continuation, presets
 from odecli.launch import overrides as ov
+from odecli.launch.composing import compose, hydra_call_state, validate
 from odecli.launch.derived import Composer
 from odecli.launch.output_dir import check_writable, default_hydra_overrides
 from odecli.launch.run_folders import stored_command
@@ -41,7 +40,6 @@ from odecli.launch.sweeps import (
     worst_value,
 )
 from odecli.paths import config_dir, resolved
-from odecli.registry import Command
 
 log = logging.getLogger("odecli")
 
@@ -58,65 +56,6 @@ class Outcome:
     # for a caller that asked (odecli.run): a sweep would otherwise hold every job's model
     keep_trained: bool = False
     trained: list[tuple[Path, dict[str, Any], Any]] = field(default_factory=list)
-
-
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    # Cached, so the parent resolves it once and joblib workers get the same absolute path.
-    if not OmegaConf.has_resolver("odecli_outputs"):
-        OmegaConf.register_new_resolver("odecli_outputs", lambda: str(outputs_root()),
-                                        use_cache=True)
-
-
-_register_resolvers()
-
-
-@contextlib.contextmanager
-def _hydra_call_state() -> Iterator[None]:
-    """Keep logging handlers and Hydra singletons from leaking between in-process calls."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = [h.level for h in handlers]  # the job function quiets console handlers
-    old_env = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach us; we print one line
-    # a log file on a full disk must not print a traceback per record: the run's own
-    # error line says what failed
-    raising, logging.raiseExceptions = logging.raiseExceptions, False
-    try:
-        yield
-    finally:
-        logging.raiseExceptions = raising
-        if old_env is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = old_env
-        for h in list(root.handlers):
-            if h not in handlers:
-                root.removeHandler(h)
-                with contextlib.suppress(Exception):
-                    h.close()
-        for h, lv in zip(handlers, levels, strict=True):
-            if h not in root.handlers:
-                root.addHandler(h)
-            h.setLevel(lv)
-        root.setLevel(level)
-        HydraConfig.instance().cfg = None
-        GlobalHydra.instance().clear()
-
-
-def compose(cmd: Command, overrides: list[str], with_hydra: bool = False) -> Any:
-    """Compose a config without running it (used to validate runs up front)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with _hydra_call_state(), initialize_config_dir(config_dir=str(config_dir()),
-                                                    version_base="1.3"):
-        return hydra_compose(config_name=cmd.config, overrides=overrides,
-                             return_hydra_config=with_hydra)
 
 
 _OUTCOME = Outcome()
@@ -340,7 +279,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     holding = (claims.claim(target, cmd.name, resume=resume_dir is not None or cont is not None,
                             overwrite=overwrite, sweep=multirun)
                if target is not None else contextlib.nullcontext())
-    with holding, _hydra_call_state(), sweep_recorder:
+    with holding, hydra_call_state(), sweep_recorder:
         if resume_dir is not None:
             resume_mod.backup_hydra_files(run_dir)
         if cont is not None:
@@ -371,66 +310,3 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             raise MultirunFailed(failure_message(cmd.name, outcome.sweep_dir,
                                                  outcome.failures))
     return outcome
-
-
-def validate(cmd: Command, overrides: list[str], composer: Composer | None = None) -> Any:
-    """Compose and check one job's config before Hydra creates its folder; returns the
-    composed config (with its `hydra` node, which the validator does not see). `composer`:
-    a sweep's, which composes once per kind of job and derives the others."""
-    from omegaconf import open_dict
-
-    try:
-        composed = (composer(overrides) if composer is not None
-                    else compose(cmd, overrides, with_hydra=True))
-    except OdecliError:
-        raise
-    except Exception as exc:
-        unknown = re.match(r"Could not override '([^']+)'", str(exc))
-        if unknown:
-            raise OdecliError(unknown_key_message(cmd, unknown.group(1))) from exc
-        raise OdecliError(ov.hydra_message(exc)) from exc
-    job = composed.copy()
-    with open_dict(job):
-        job.pop("hydra", None)
-    experiment = cmd.experiment_class()
-    with _checking_for(composed):
-        experiment.validate(job)
-    objective = job.get("objective")
-    if objective is not None and objective not in experiment.objectives:
-        raise ConfigError(f"objective '{objective}' is not a metric odecli {cmd.name} can "
-                          f"minimise; choose one of: {', '.join(experiment.objectives)}")
-    return composed
-
-
-def _checking_for(composed: Any) -> contextlib.AbstractContextManager[None]:
-    """Jobs a cluster launcher runs elsewhere are checked as for their nodes (no GPU here
-    is no reason to refuse device=cuda)."""
-    from odecli.launch.sweeps import SLURM_TARGET
-    from odecli.numerics import device as device_mod
-
-    launcher = composed.hydra.get("launcher") or {}
-    if str(launcher.get("_target_", "")) == SLURM_TARGET:
-        return device_mod.checked_for_elsewhere()
-    return contextlib.nullcontext()
-
-
-def unknown_key_message(cmd: Command, key: str) -> str:
-    """A typo in a key gets the nearest real keys, not only Hydra's advice to add it."""
-    import difflib
-
-    from omegaconf import OmegaConf
-
-    def flat(node: Any, prefix: str = "") -> list[str]:
-        keys = []
-        for k, v in node.items():
-            name = f"{prefix}{k}"
-            keys.append(name)
-            if isinstance(v, dict):
-                keys.extend(flat(v, name + "."))
-        return keys
-
-    defaults = OmegaConf.to_container(compose(cmd, []), resolve=False)
-    close = difflib.get_close_matches(key, flat(defaults), n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return (f"unknown config key '{key}'{hint}; see `odecli {cmd.name} --cfg job`, or add a "
-            f"new key with +{key}=VALUE")
