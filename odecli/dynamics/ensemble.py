@@ -160,11 +160,11 @@ class DynamicsMembers:
         target = obs_y[members.view(1, -1, 1), rows]                  # (T, M, B, dim)
         return obs_y[members.view(-1, 1), starts], obs_t[:window] - obs_t[0], target
 
-    def losses(self, idx: list[int]
+    def losses(self, idx: list[int], iterations: list[int] | None = None
                ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]:
         """Every member's training loss on its own windows, (len(idx),), and per member its
         solver failure (its loss then means nothing) with the forward and backward NFE its
-        solo run would count."""
+        solo run would count. (The loss does not depend on the iteration.)"""
         exps = [self.exps[i] for i in idx]
         o = exps[0].opts
         y0, t, target = self._windows(idx)

@@ -68,10 +68,14 @@ def _raise_first(errors: list[BaseException | None]) -> None:
 
 
 class Batch(Protocol):
-    """What a family's batched members provide (e.g. odecli.dynamics.ensemble)."""
+    """What a family's batched members provide (e.g. odecli.dynamics.ensemble). `losses`
+    gives the loss of members `idx` at their step `iterations` (counted from 1, as
+    `Experiment.loss` gets it) and, per member, (its solver failure or None, forward NFE,
+    backward NFE), optionally with a fourth item: the step's extra history columns (what
+    `Experiment.loss` returns beside the loss; none when absent)."""
 
-    def losses(self, idx: list[int]
-               ) -> tuple[torch.Tensor, list[tuple[SolverError | None, int, int]]]: ...
+    def losses(self, idx: list[int], iterations: list[int]
+               ) -> tuple[torch.Tensor, list[tuple[Any, ...]]]: ...
 
     def evaluate(self, idx: list[int]) -> list[dict[str, float] | SolverError]: ...
 
@@ -111,21 +115,27 @@ class Members:
     def _step(self, active: list[int]) -> None:
         start = time.perf_counter()
         torch_state = torch.get_rng_state()
-        saved = {i: self.engines[i].exp.rng_state() for i in active}
+        saved = {i: (self.engines[i].exp.rng_state(), self.engines[i].torch_rng_state())
+                 for i in active}
         for i in active:  # optimizer.zero_grad(set_to_none=True), without its wrappers
             for p in self.engines[i].params:
                 p.grad = None
         try:
-            per, results = self.batch.losses(active)
+            per, results = self.batch.losses(active,
+                                             [self.engines[i].iteration + 1 for i in active])
         except StepAborted:  # a stop signal and a step still running 5 s later
-            for i, exp_state in saved.items():
+            for i, (exp_state, own) in saved.items():
                 self.engines[i].exp.set_rng_state(exp_state)
+                if self.engines[i].exp.torch_rng is not None:
+                    self.engines[i].exp.torch_rng.set_state(own)
             torch.set_rng_state(torch_state)
             raise
         values = per.detach().tolist()  # one read for every member's loss and its check
         kept: list[tuple[int, int, float, int, int]] = []  # (member, its row in per, ...)
-        for j, (i, value, (error, fwd, bwd)) in enumerate(zip(active, values, results,
-                                                               strict=True)):
+        extras: dict[int, dict[str, float]] = {}
+        for j, (i, value, result) in enumerate(zip(active, values, results, strict=True)):
+            error, fwd, bwd = result[:3]
+            extras[i] = dict(result[3]) if len(result) > 3 else {}
             try:
                 if error is not None:
                     raise error
@@ -153,7 +163,7 @@ class Members:
             e.nfe_forward += fwd
             e.nfe_backward += bwd
             e.last_loss = value
-            e.last_extras = {}
+            e.last_extras = extras[i]
             e.iteration += 1
             e.train_seconds += seconds
 
@@ -234,6 +244,17 @@ class Members:
         name = stopped[0]["interrupted_by"]
         return Interrupted(f"interrupted by {name}: {len(stopped)} member(s) of the ensemble "
                            f"checkpointed", self.signum, str(self.engines[0].run_dir))
+
+
+def own_torch_rng(exp: Any) -> None:
+    """Give a member just built (and resumed) its own torch generator: a copy of the global
+    one as its solo run would hold it now (seeded by `configure`, past the model's
+    initialisation, or restored from its checkpoint), so the family's batched draws for it
+    are its solo run's and its checkpoint saves that state. Call it right after each
+    member's construction and resume, before the next member's."""
+    gen = torch.Generator()
+    gen.set_state(torch.get_rng_state())
+    exp.torch_rng = gen
 
 
 def _mean_loss(engines: list[Engine], active: list[int]) -> float:

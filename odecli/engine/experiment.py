@@ -56,6 +56,11 @@ class Experiment:
     rt: Runtime
     counter: CountingField  # the field whose evaluations count as NFE
     citation: str | None = None  # data credit for metrics and figure footers
+    # An ensemble member's stand-in for torch's global generator: the state its solo run's
+    # global generator would have (set by engine.ensemble.own_torch_rng), which the family's
+    # batched draws use and the member's checkpoint saves in its place. None: a solo run,
+    # which draws from the global generator itself.
+    torch_rng: torch.Generator | None = None
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg

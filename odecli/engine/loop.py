@@ -280,7 +280,7 @@ class Engine:
             "best_score": self.best_score,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "rng": {"torch": torch.get_rng_state(), "experiment": self.exp.rng_state()},
+            "rng": {"torch": self.torch_rng_state(), "experiment": self.exp.rng_state()},
             "config": self.config_plain(),
             "counters": {"nfe_forward": self.nfe_forward, "nfe_backward": self.nfe_backward,
                          "train_seconds": self.train_seconds, "nfe": self.exp.counter.nfe},
@@ -290,6 +290,11 @@ class Engine:
             "history": [dict(r) for r in self.history.rows],
             "experiment": self.exp.extra_state(),
         }
+
+    def torch_rng_state(self) -> torch.Tensor:
+        """The state of torch's generator as this run sees it (an ensemble member: its own)."""
+        own = self.exp.torch_rng
+        return own.get_state() if own is not None else torch.get_rng_state()
 
     def save_checkpoint(self, state: dict[str, Any] | None = None) -> None:
         """Write checkpoint.pt of `state` (taken by the caller) or of the run now."""
@@ -325,7 +330,10 @@ class Engine:
                 self.scheduler.load_state_dict(state["scheduler"])
                 if int(state.get("niters") or self.opts["niters"]) != self.opts["niters"]:
                     optim.stretch_schedule(self.optimizer, self.scheduler, self.opts)
-            torch.set_rng_state(state["rng"]["torch"])
+            if self.exp.torch_rng is not None:  # an ensemble member's own
+                self.exp.torch_rng.set_state(state["rng"]["torch"])
+            else:
+                torch.set_rng_state(state["rng"]["torch"])
             self.exp.set_rng_state(state["rng"]["experiment"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise OdecliError(f"checkpoint {path} cannot be restored: {exc}") from None

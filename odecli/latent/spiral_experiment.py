@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from odecli.latent import schema as schema_mod
+from odecli.latent.ensemble import SpiralMembers
 from odecli.latent.masks import anchored_windows, partial_windows
 from odecli.latent.spirals import make_spirals, spiral_baselines
 from odecli.latent.trained import TrainedSpiralVAE
@@ -29,6 +30,7 @@ class SpiralVAE(VAEExperiment):
     trained_model = TrainedSpiralVAE
     schema = schema_mod.SPIRAL_VAE
     check_config = staticmethod(schema_mod.check_spiral_vae)
+    ensemble = SpiralMembers  # hydra/launcher=ensemble: members trained as one batch
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
@@ -83,9 +85,11 @@ class SpiralVAE(VAEExperiment):
                 "extrapolation_backward_mse": mse(pred, truth, self.before[rows])}
 
     def evaluate(self) -> dict[str, float]:
-        data = self.data
-        result = {f"val_{k}": v for k, v in self.scores(data.val, self.full_grid(data.val)
-                                                        ).items()}
+        return self.evaluation(self.full_grid(self.data.val))
+
+    def evaluation(self, pred: np.ndarray) -> dict[str, float]:
+        """The history columns of the validation spirals' predictions `pred`."""
+        result = {f"val_{k}": v for k, v in self.scores(self.data.val, pred).items()}
         result["score"] = mean_score(result)
         return result
 

@@ -194,6 +194,7 @@ def _train_group(task: Any, experiment_cls: Any, members: list[Job], quiet: bool
             engine = Engine(exp, job.run_dir)
             if job.cfg.get("resume"):
                 engine.resume(job.run_dir / rundir.CHECKPOINT)
+            ensemble.own_torch_rng(exp)
         except OdecliError as exc:
             _report(task, job, exc)
             continue

@@ -61,14 +61,16 @@ def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor
                   times: Sequence[float], method: str, rtol: Sequence[float],
                   atol: Sequence[float], options: dict[str, Any] | None = None,
                   max_num_steps: Sequence[int] | None = None,
-                  abort: Callable[[], bool] | None = None) -> MemberSolve:
+                  abort: Callable[[], bool] | None = None,
+                  ends: Sequence[int] | None = None) -> MemberSolve:
     """Solve dy/dt = func(y) for M members from y0 (M, *shape) over the shared, strictly
     increasing `times`, each member with its own tolerances rtol[m], atol[m]. A graph is kept
     when grad mode is on. A member that fails (NaN, underflow, step budget) gets the solo
     loop's RuntimeError text in `errors[m]` and stops; the others go on. `max_num_steps`:
     each member's own step budget (else options' one for all); `abort()` is asked after
     every step and, when true, abandons the solve (StepAborted), as a stop signal does to the
-    solo loop."""
+    solo loop. `ends`: member m's solo solve covers only times[:ends[m]] (at least 2); it
+    stops there, as that solve would, and its outputs past it are zero."""
     tab = tableau(method)
     opts = dict(options or {})
     if set(opts) - set(OPTIONS):
@@ -93,6 +95,9 @@ def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor
         return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype,
                                device=device).view((count,) + view[1:])
 
+    last = np.asarray(ends if ends is not None else [n_out] * m_count, dtype=np.int64)
+    if np.any(last < 2) or np.any(last > n_out):
+        raise ValueError("each member's solve needs 2 to len(times) output times")
     rtol_np, atol_np = np.asarray(rtol, np.float64), np.asarray(atol, np.float64)
     rtol_t, atol_t = col(rtol_np), col(atol_np)
     errors: list[str | None] = [None] * m_count
@@ -178,7 +183,7 @@ def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor
         if acc.any():
             t_new = np.where(acc, t + h_run, t)
             reach = (tt[None, :] <= t_new[:, None]) & (cols[None, :] >= nxt[:, None]) \
-                & acc[:, None]
+                & (cols[None, :] < last[:, None]) & acc[:, None]
             if reach.any():
                 lo, hi = int(cols[reach.any(0)].min()), int(cols[reach.any(0)].max()) + 1
                 safe_h = np.where(h_run > 0, h_run, 1.0)[rows]
@@ -210,7 +215,7 @@ def solve_members(func: Callable[[torch.Tensor], torch.Tensor], y0: torch.Tensor
         h = _next_steps(h, ratio, safety, ifactor, dfactor, min_step, max_step, tab.order)
         n[live] += 1
         n[filled > 0] = 0
-        live &= nxt < n_out
+        live &= nxt < last
     first = y0.reshape(m_count, 1, flat_n)
     rest = (out_acc[:, 1:] if out_acc is not None
             else y0.new_zeros(m_count, n_out - 1, flat_n))
