@@ -184,6 +184,28 @@ def test_a_constant_field_integrates_the_path_exactly(interpolation):
         assert torch.allclose(z_t, z0 + (end - x[:, 0]) @ a.T, atol=1e-7)
 
 
+def test_gap_filling_is_torchcdes_vectorised():
+    """fill_gaps gives torchcde's own handling of NaN (linear in time between observations,
+    constant before the first and after the last, zero for a channel never observed), so the
+    coefficients are the same, on an uneven grid too."""
+    tc = models.torchcde()
+    gen = torch.Generator().manual_seed(0)
+    t = torch.cumsum(torch.rand(9, generator=gen, dtype=torch.float64) + 0.2, 0)
+    x = torch.randn(5, 9, 3, generator=gen, dtype=torch.float64)
+    x[torch.rand(5, 9, 3, generator=gen) < 0.5] = float("nan")
+    x[0, :, 1] = float("nan")   # never observed
+    x[1, :4, 0] = float("nan")  # starts late
+    x[2, 6:, 2] = float("nan")  # ends early
+    filled = models.fill_gaps(x, t)
+    assert not torch.isnan(filled).any()
+    assert filled[0, :, 1].eq(0).all()
+    seen = ~torch.isnan(x)
+    assert torch.equal(filled[seen], x[seen])
+    for coeffs in (tc.linear_interpolation_coeffs,
+                   tc.hermite_cubic_coefficients_with_backward_differences):
+        assert torch.allclose(coeffs(filled, t), coeffs(x, t), atol=1e-12)
+
+
 def test_gradient_modes_agree_on_the_cde():
     """checkpoint replays the forward steps: direct's gradient to rounding; the adjoint
     solves a backward ODE of its own (through the path's derivative): close to it."""
