@@ -352,3 +352,32 @@ def test_augmentation_thins_each_training_batch_afresh(tmp_path):
     loss, _ = exp.loss(1)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+def test_noise_perturbs_observed_values_missing_stays_missing(tmp_path, monkeypatch):
+    seen: list[np.ndarray] = []
+    exp = CDEExperiment(composed([*QUICK, "data.drop=0.3", "train.noise=0.3"]), tmp_path)
+    features = exp.features
+    monkeypatch.setattr(exp, "features", lambda x: seen.append(x) or features(x))
+    state = exp.rng.bit_generator.state
+    loss, _ = exp.loss(1)
+    assert torch.isfinite(loss)
+    loss.backward()
+    exp.rng.bit_generator.state = state
+    clean = exp.data.x[exp.rng.choice(exp.data.train, size=8, replace=False)]
+    a = seen[0]
+    assert np.isnan(a).any() and np.array_equal(np.isnan(a), np.isnan(clean))
+    ok = ~np.isnan(a)
+    assert np.std(a[ok] - clean[ok]) == pytest.approx(0.3, rel=0.2)
+
+
+def test_label_smoothing_smooths_the_training_loss(tmp_path):
+    exp = CDEExperiment(composed([*QUICK, "train.label_smoothing=0.3"]), tmp_path)
+    state = exp.rng.bit_generator.state
+    loss, _ = exp.loss(1)
+    exp.rng.bit_generator.state = state
+    pick = torch.as_tensor(exp.rng.choice(exp.data.train, size=8, replace=False))
+    logits, target = exp.logits(exp.feats, pick), exp.y[pick]
+    ce = torch.nn.functional.cross_entropy
+    assert torch.isclose(loss, ce(logits, target, label_smoothing=0.3))
+    assert not torch.isclose(loss, ce(logits, target))

@@ -125,9 +125,13 @@ class CDEExperiment(NumpyBatches, Experiment):
         pick = self.rng.choice(train, size=min(self.opts["batch_size"], len(train)),
                                replace=False)
         idx = torch.as_tensor(pick, device=self.rt.device)
-        if self.opts["augment_drop"]:
-            feats = self.features(data_mod.thin(self.data.x[pick], self.opts["augment_drop"],
-                                                self.rng))
+        if self.opts["augment_drop"] or self.opts["noise"]:
+            x = self.data.x[pick]
+            if self.opts["augment_drop"]:
+                x = data_mod.thin(x, self.opts["augment_drop"], self.rng)
+            if self.opts["noise"]:  # NaN (missing) stays NaN
+                x = x + self.opts["noise"] * self.rng.standard_normal(x.shape)
+            feats = self.features(x)
             if "row" in feats:
                 feats["row"] = idx
             logits = self.logits(feats, torch.arange(len(pick), device=self.rt.device))
@@ -135,7 +139,8 @@ class CDEExperiment(NumpyBatches, Experiment):
             logits = self.logits(self.feats, idx)
         target = self.y[idx]
         acc = (logits.detach().argmax(1) == target).float().mean()
-        return F.cross_entropy(logits, target), {"train_accuracy": float(acc)}
+        loss = F.cross_entropy(logits, target, label_smoothing=self.opts["label_smoothing"])
+        return loss, {"train_accuracy": float(acc)}
 
     def end_step(self) -> None:
         self.steps += 1
