@@ -381,3 +381,31 @@ def test_label_smoothing_smooths_the_training_loss(tmp_path):
     ce = torch.nn.functional.cross_entropy
     assert torch.isclose(loss, ce(logits, target, label_smoothing=0.3))
     assert not torch.isclose(loss, ce(logits, target))
+
+
+def test_ema_scores_a_moving_average_of_the_trained_weights(tmp_path):
+    exp = CDEExperiment(composed([*QUICK, "train.ema=0.75"]), tmp_path)
+    assert set(exp.modules()) == {"model", "net"} and exp.model is not exp.net
+    start = [p.detach().clone() for p in exp.net.parameters()]
+    opt = torch.optim.SGD(exp.net.parameters(), lr=0.5)
+    loss, _ = exp.loss(1)
+    loss.backward()
+    opt.step()
+    exp.end_step()
+    for avg, p, p0 in zip(exp.model.parameters(), exp.net.parameters(), start, strict=True):
+        assert not avg.requires_grad
+        assert torch.allclose(avg, 0.75 * p0 + 0.25 * p)
+    assert not all(torch.equal(p, p0) for p, p0 in zip(exp.net.parameters(), start, strict=True))
+    plain = CDEExperiment(composed(QUICK), tmp_path / "plain")
+    assert plain.model is plain.net and set(plain.modules()) == {"model"}
+
+
+def test_an_ema_run_trains_and_its_averaged_weights_are_evaluated(cli, outputs, tmp_path):
+    res = cli("cde", *QUICK, "train.ema=0.9")
+    assert res.exit_code == 0, res.stderr
+    (run,) = run_dirs(outputs, "cde")
+    m = read_metrics(run)
+    res = cli("eval", str(run), "--out", str(tmp_path / "ev"))
+    assert res.exit_code == 0, res.stderr
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["test_accuracy"] == pytest.approx(m["test_accuracy"])

@@ -58,6 +58,7 @@ TRAIN = engine.TRAIN.extend({
     # std of Gaussian noise added afresh to each training batch's standardised values
     "noise": Float(0),
     "label_smoothing": Float(0, 1, high_open=True),  # of the training cross-entropy
+    "ema": Float(0, 1, high_open=True),  # decay of the scored weights' moving average (0: off)
 })
 
 CONFIG = engine.RUN.extend({
