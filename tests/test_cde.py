@@ -184,6 +184,28 @@ def test_a_constant_field_integrates_the_path_exactly(interpolation):
         assert torch.allclose(z_t, z0 + (end - x[:, 0]) @ a.T, atol=1e-7)
 
 
+def test_gap_filling_is_torchcdes_vectorised():
+    """fill_gaps gives torchcde's own handling of NaN (linear in time between observations,
+    constant before the first and after the last, zero for a channel never observed), so the
+    coefficients are the same, on an uneven grid too."""
+    tc = models.torchcde()
+    gen = torch.Generator().manual_seed(0)
+    t = torch.cumsum(torch.rand(9, generator=gen, dtype=torch.float64) + 0.2, 0)
+    x = torch.randn(5, 9, 3, generator=gen, dtype=torch.float64)
+    x[torch.rand(5, 9, 3, generator=gen) < 0.5] = float("nan")
+    x[0, :, 1] = float("nan")   # never observed
+    x[1, :4, 0] = float("nan")  # starts late
+    x[2, 6:, 2] = float("nan")  # ends early
+    filled = models.fill_gaps(x, t)
+    assert not torch.isnan(filled).any()
+    assert filled[0, :, 1].eq(0).all()
+    seen = ~torch.isnan(x)
+    assert torch.equal(filled[seen], x[seen])
+    for coeffs in (tc.linear_interpolation_coeffs,
+                   tc.hermite_cubic_coefficients_with_backward_differences):
+        assert torch.allclose(coeffs(filled, t), coeffs(x, t), atol=1e-12)
+
+
 def test_gradient_modes_agree_on_the_cde():
     """checkpoint replays the forward steps: direct's gradient to rounding; the adjoint
     solves a backward ODE of its own (through the path's derivative): close to it."""
@@ -330,3 +352,61 @@ def test_augmentation_thins_each_training_batch_afresh(tmp_path):
     loss, _ = exp.loss(1)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+def test_noise_perturbs_observed_values_missing_stays_missing(tmp_path, monkeypatch):
+    seen: list[np.ndarray] = []
+    exp = CDEExperiment(composed([*QUICK, "data.drop=0.3", "train.noise=0.3"]), tmp_path)
+    features = exp.features
+    monkeypatch.setattr(exp, "features", lambda x: seen.append(x) or features(x))
+    state = exp.rng.bit_generator.state
+    loss, _ = exp.loss(1)
+    assert torch.isfinite(loss)
+    loss.backward()
+    exp.rng.bit_generator.state = state
+    clean = exp.data.x[exp.rng.choice(exp.data.train, size=8, replace=False)]
+    a = seen[0]
+    assert np.isnan(a).any() and np.array_equal(np.isnan(a), np.isnan(clean))
+    ok = ~np.isnan(a)
+    assert np.std(a[ok] - clean[ok]) == pytest.approx(0.3, rel=0.2)
+
+
+def test_label_smoothing_smooths_the_training_loss(tmp_path):
+    exp = CDEExperiment(composed([*QUICK, "train.noise=0", "train.label_smoothing=0.3"]),
+                        tmp_path)
+    state = exp.rng.bit_generator.state
+    loss, _ = exp.loss(1)
+    exp.rng.bit_generator.state = state
+    pick = torch.as_tensor(exp.rng.choice(exp.data.train, size=8, replace=False))
+    logits, target = exp.logits(exp.feats, pick), exp.y[pick]
+    ce = torch.nn.functional.cross_entropy
+    assert torch.isclose(loss, ce(logits, target, label_smoothing=0.3))
+    assert not torch.isclose(loss, ce(logits, target))
+
+
+def test_ema_scores_a_moving_average_of_the_trained_weights(tmp_path):
+    exp = CDEExperiment(composed([*QUICK, "train.ema=0.75"]), tmp_path)
+    assert set(exp.modules()) == {"model", "net"} and exp.model is not exp.net
+    start = [p.detach().clone() for p in exp.net.parameters()]
+    opt = torch.optim.SGD(exp.net.parameters(), lr=0.5)
+    loss, _ = exp.loss(1)
+    loss.backward()
+    opt.step()
+    exp.end_step()
+    for avg, p, p0 in zip(exp.model.parameters(), exp.net.parameters(), start, strict=True):
+        assert not avg.requires_grad
+        assert torch.allclose(avg, 0.75 * p0 + 0.25 * p)
+    assert not all(torch.equal(p, p0) for p, p0 in zip(exp.net.parameters(), start, strict=True))
+    plain = CDEExperiment(composed(QUICK), tmp_path / "plain")
+    assert plain.model is plain.net and set(plain.modules()) == {"model"}
+
+
+def test_an_ema_run_trains_and_its_averaged_weights_are_evaluated(cli, outputs, tmp_path):
+    res = cli("cde", *QUICK, "train.ema=0.9")
+    assert res.exit_code == 0, res.stderr
+    (run,) = run_dirs(outputs, "cde")
+    m = read_metrics(run)
+    res = cli("eval", str(run), "--out", str(tmp_path / "ev"))
+    assert res.exit_code == 0, res.stderr
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["test_accuracy"] == pytest.approx(m["test_accuracy"])

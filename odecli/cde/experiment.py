@@ -8,6 +8,7 @@ the test series: accuracy, per-class accuracy and the confusion matrix. The data
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
@@ -77,6 +78,10 @@ class CDEExperiment(NumpyBatches, Experiment):
             rows = torch.as_tensor(d.train, device=rt.device)
             self.model.remember({k: v[rows] for k, v in self.feats.items()}, self.y[rows],
                                 rows)
+        # train.ema: `net` is trained; `model`, its exponential moving average, is scored
+        self.net = self.model
+        if self.opts["ema"]:
+            self.model = copy.deepcopy(self.net).requires_grad_(False)
         self.rng = np.random.default_rng(self.seed + 1)
         self.steps = 0
         self.train_clock = 0.0
@@ -105,7 +110,8 @@ class CDEExperiment(NumpyBatches, Experiment):
         data_mod.load(s["data"], s["seed"])
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model}
+        return {"model": self.model, "net": self.net} if self.opts["ema"] else {
+            "model": self.model}
 
     def extra_state(self) -> dict[str, Any]:
         return {"steps": self.steps, "train_clock": self.train_clock}
@@ -116,8 +122,9 @@ class CDEExperiment(NumpyBatches, Experiment):
 
     # -- training ----------------------------------------------------------------------------
     def logits(self, feats: models.Feats, rows: torch.Tensor,
-               spec: SolverSpec | None = None) -> torch.Tensor:
-        return self.model({k: v[rows] for k, v in feats.items()}, self.t, spec or self.spec)
+               spec: SolverSpec | None = None, train: bool = False) -> torch.Tensor:
+        model = self.net if train else self.model
+        return model({k: v[rows] for k, v in feats.items()}, self.t, spec or self.spec)
 
     def loss(self, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
         self._t0 = time.perf_counter()
@@ -125,19 +132,29 @@ class CDEExperiment(NumpyBatches, Experiment):
         pick = self.rng.choice(train, size=min(self.opts["batch_size"], len(train)),
                                replace=False)
         idx = torch.as_tensor(pick, device=self.rt.device)
-        if self.opts["augment_drop"]:
-            feats = self.features(data_mod.thin(self.data.x[pick], self.opts["augment_drop"],
-                                                self.rng))
+        if self.opts["augment_drop"] or self.opts["noise"]:
+            x = self.data.x[pick]
+            if self.opts["augment_drop"]:
+                x = data_mod.thin(x, self.opts["augment_drop"], self.rng)
+            if self.opts["noise"]:  # NaN (missing) stays NaN
+                x = x + self.opts["noise"] * self.rng.standard_normal(x.shape)
+            feats = self.features(x)
             if "row" in feats:
                 feats["row"] = idx
-            logits = self.logits(feats, torch.arange(len(pick), device=self.rt.device))
+            logits = self.logits(feats, torch.arange(len(pick), device=self.rt.device),
+                                 train=True)
         else:
-            logits = self.logits(self.feats, idx)
+            logits = self.logits(self.feats, idx, train=True)
         target = self.y[idx]
         acc = (logits.detach().argmax(1) == target).float().mean()
-        return F.cross_entropy(logits, target), {"train_accuracy": float(acc)}
+        loss = F.cross_entropy(logits, target, label_smoothing=self.opts["label_smoothing"])
+        return loss, {"train_accuracy": float(acc)}
 
     def end_step(self) -> None:
+        if self.opts["ema"]:
+            with torch.no_grad():
+                for avg, p in zip(self.model.parameters(), self.net.parameters(), strict=True):
+                    avg.lerp_(p, 1.0 - self.opts["ema"])
         self.steps += 1
         self.train_clock += time.perf_counter() - self._t0
 
@@ -145,7 +162,8 @@ class CDEExperiment(NumpyBatches, Experiment):
     @torch.no_grad()
     def score(self, rows: np.ndarray, spec: SolverSpec | None = None) -> dict[str, Any]:
         """Accuracy, mean loss, predictions, NFE per forward pass and seconds on these rows."""
-        n0, nb, bs = self.counter.nfe, 0, self.opts["eval_batch_size"]
+        counter = self.model.counter
+        n0, nb, bs = counter.nfe, 0, self.opts["eval_batch_size"]
         preds, loss = [], 0.0
         start = time.perf_counter()
         for i in range(0, len(rows), bs):
@@ -158,7 +176,7 @@ class CDEExperiment(NumpyBatches, Experiment):
         return {"accuracy": float((pred == self.data.y[rows]).mean()),
                 "loss": loss / len(rows), "pred": pred,
                 "seconds": time.perf_counter() - start,
-                "nfe_per_forward": (self.counter.nfe - n0) / max(nb, 1)}
+                "nfe_per_forward": (counter.nfe - n0) / max(nb, 1)}
 
     def evaluate(self) -> dict[str, float]:
         s = self.score(self.data.val)

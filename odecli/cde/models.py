@@ -42,6 +42,28 @@ def torchcde() -> Any:
     return tc
 
 
+def fill_gaps(path: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Each scalar channel of `path` (N, L, C) with its NaN filled by linear interpolation in
+    `t` between its neighbouring observations, held constant before the first and after the
+    last, zero where it has none: what torchcde does to missing values, vectorised (torchcde
+    loops over every series and channel in Python, which made per-batch augmentation slow)."""
+    seen = ~torch.isnan(path)
+    length = path.shape[1]
+    idx = torch.arange(length, device=path.device).view(1, -1, 1).expand_as(path)
+    prev = torch.where(seen, idx, -1).cummax(dim=1).values
+    nxt = torch.where(seen, idx, length).flip(1).cummin(dim=1).values.flip(1)
+    none = prev < 0  # before the first observation; with nxt == length: none at all
+    prev, nxt = torch.where(none, nxt, prev), torch.where(nxt >= length, prev, nxt)
+    none = nxt < 0
+    prev, nxt = prev.clamp(0, length - 1), nxt.clamp(0, length - 1)
+    values = torch.nan_to_num(path)
+    vp, vn = values.gather(1, prev), values.gather(1, nxt)
+    tt = t.view(1, -1, 1).expand_as(path)
+    tp, tn = tt.gather(1, prev), tt.gather(1, nxt)
+    ratio = torch.where(nxt > prev, (tt - tp) / (tn - tp).clamp(min=1e-12), 0.0)
+    return torch.where(none, 0.0, vp + ratio * (vn - vp))
+
+
 def _mlp(n_in: int, width: int, n_out: int, layers: int) -> list[nn.Module]:
     mods: list[nn.Module] = []
     size = n_in
@@ -84,6 +106,7 @@ class NeuralCDE(nn.Module):
 
     def features(self, path: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> Feats:
         tc = torchcde()
+        path = fill_gaps(path, t)
         if self.interpolation == "hermite":
             return {"coeffs": tc.hermite_cubic_coefficients_with_backward_differences(path, t)}
         return {"coeffs": tc.linear_interpolation_coeffs(path, t)}

@@ -55,6 +55,10 @@ TRAIN = engine.TRAIN.extend({
     "eval_batch_size": Int(1),
     # each training batch loses this fraction of its points afresh every step (augmentation)
     "augment_drop": Float(0, 1, high_open=True),
+    # std of Gaussian noise added afresh to each training batch's standardised values
+    "noise": Float(0),
+    "label_smoothing": Float(0, 1, high_open=True),  # of the training cross-entropy
+    "ema": Float(0, 1, high_open=True),  # decay of the scored weights' moving average (0: off)
 })
 
 CONFIG = engine.RUN.extend({
