@@ -69,12 +69,28 @@ def observed_count(n: int, fraction: float) -> int:
     return n if fraction >= 1 else max(2, int(round(fraction * n)))
 
 
-def check_window(n_observed: int, batch_time: int) -> None:
+def check_window(n_observed: int, batch_time: int, key: str = "batch_time") -> None:
     """A window needs batch_time observed points; say so before training starts."""
     if batch_time > n_observed:
         raise ConfigError(
-            f"train.batch_time ({batch_time}) is larger than the number of observed points "
-            f"({n_observed}); lower train.batch_time or raise system.data_size")
+            f"train.{key} ({batch_time}) is larger than the number of observed points "
+            f"({n_observed}); lower train.{key} or raise system.data_size")
+
+
+def check_windows(n_observed: int, opts: Mapping[str, Any]) -> None:
+    """check_window for the training windows and, where there is a final phase, its own."""
+    check_window(n_observed, opts["batch_time"])
+    if opts["final_iters"]:
+        check_window(n_observed, opts["final_batch_time"], "final_batch_time")
+
+
+def start_weights(obs: Observations, sampling: str, batch_time: int) -> torch.Tensor | None:
+    """The windows' start weights for `train.sampling` (None: uniform)."""
+    if sampling == "arclength":
+        return arclength_weights(obs, batch_time)
+    if sampling == "edges":
+        return edge_weights(len(obs.t), batch_time)
+    return None
 
 
 def arclength_weights(obs: Observations, batch_time: int) -> torch.Tensor:
@@ -106,16 +122,20 @@ def edge_weights(n: int, batch_time: int) -> torch.Tensor:
     return weights
 
 
-def draw_starts(n: int, batch_size: int, batch_time: int, generator: torch.Generator,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+def draw_starts(n: int, batch_size: int | None, batch_time: int,
+                generator: torch.Generator, weights: torch.Tensor | None = None
+                ) -> torch.Tensor:
     """The windows' first indices among n observed points (`sample`'s draw, shared with the
-    ensemble trainer, which gathers its members' windows together)."""
+    ensemble trainer, which gathers its members' windows together); batch_size None: every
+    window once, in order (nothing drawn)."""
+    if batch_size is None:
+        return torch.arange(n - batch_time + 1)
     if weights is None:
         return torch.randint(0, n - batch_time + 1, (batch_size,), generator=generator)
     return torch.multinomial(weights, batch_size, replacement=True, generator=generator)
 
 
-def sample(obs: Observations, batch_size: int, batch_time: int,
+def sample(obs: Observations, batch_size: int | None, batch_time: int,
            generator: torch.Generator, weights: torch.Tensor | None = None) -> Batch:
     """Draw batch_size windows of batch_time consecutive observed points (uniformly over
     start points, or with the given per-start weights)."""

@@ -105,6 +105,8 @@ class DynamicsMembers:
             return "model.known (a UDE)"
         if bool(model.time_dependent):
             return "a time-dependent field"
+        if int(cfg.train.get("final_iters", 0)):
+            return "train.final_iters (a final phase on longer windows)"
         if float(cfg.data.observe_fraction) < 1:
             return "data.observe_fraction < 1 (each member's own time grid)"
         spec = SolverSpec.from_cfg(cfg.solver, cfg.gradient)

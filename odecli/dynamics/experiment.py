@@ -57,12 +57,12 @@ class DynamicsExperiment(Experiment):
         self.truth = truth.to(dev, dt)
         self.obs = data_mod.observe(self.t_full[: self.n_train], self.truth[: self.n_train],
                                     cfg.data, self.gen)
-        data_mod.check_window(len(self.obs.t), self.opts["batch_time"])
-        sampling, window = self.opts["sampling"], self.opts["batch_time"]
-        self.window_weights = (data_mod.arclength_weights(self.obs, window)
-                               if sampling == "arclength" else
-                               data_mod.edge_weights(len(self.obs.t), window)
-                               if sampling == "edges" else None)
+        o = self.opts
+        data_mod.check_windows(len(self.obs.t), o)
+        self.window_weights = data_mod.start_weights(self.obs, o["sampling"], o["batch_time"])
+        self.final_weights = (data_mod.start_weights(self.obs, o["sampling"],
+                                                     o["final_batch_time"])
+                              if o["final_iters"] else None)
         centred = truth[: self.n_train] - truth[: self.n_train].mean(0)
         self.scale = float(centred.pow(2).sum(-1).mean().sqrt())
         self.variables = self.system.variables
@@ -88,8 +88,7 @@ class DynamicsExperiment(Experiment):
         device_mod.quiet_warnings()
         opts, _, _, _, system = checked(cfg)
         fraction, _ = data_mod.check_data(cfg.data)
-        data_mod.check_window(data_mod.observed_count(len(system.t), fraction),
-                              opts["batch_time"])
+        data_mod.check_windows(data_mod.observed_count(len(system.t), fraction), opts)
         ude.build(cfg.model, system.dim, system.variables)
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -103,17 +102,25 @@ class DynamicsExperiment(Experiment):
 
     # -- training --------------------------------------------------------------------------
     def loss(self, iteration: int) -> tuple[torch.Tensor, dict[str, float]]:
-        o = self.opts
-        batch = data_mod.sample(self.obs, o["batch_size"], o["batch_time"], self.gen,
-                                self.window_weights)
+        size, window, weights = self.windows_at(iteration)
+        batch = data_mod.sample(self.obs, size, window, self.gen, weights)
         y0 = self._augment(batch.y0)
         if self.field.time_dependent:
             self.field.t_offset = batch.t_start
         pred = solve.solve(self.counter, y0, batch.t, self.spec)
         pred = data_mod.gather(pred[..., : self.system.dim], batch)
         diff = pred - batch.target
-        loss = diff.abs().mean() if o["loss"] == "l1" else diff.pow(2).mean()
+        loss = diff.abs().mean() if self.opts["loss"] == "l1" else diff.pow(2).mean()
         return loss, {}
+
+    def windows_at(self, iteration: int) -> tuple[int | None, int, torch.Tensor | None]:
+        """(batch_size, batch_time, start weights) of training step `iteration` (1-based):
+        the final phase's for the last `train.final_iters` of `train.niters` (every step
+        where niters is fewer)."""
+        o = self.opts
+        if o["final_iters"] and iteration > o["niters"] - o["final_iters"]:
+            return o["final_batch_size"], o["final_batch_time"], self.final_weights
+        return o["batch_size"], o["batch_time"], self.window_weights
 
     def end_step(self) -> None:
         self.field.t_offset = None

@@ -267,6 +267,9 @@ def prepare(settings: Mapping[str, Any]) -> tuple[datafile.Table, tabular.Split]
     if o["sampling"] != "uniform":
         raise ConfigError(f"train.sampling={o['sampling']} applies to simulated systems; data "
                           "files use uniform window starts")
+    if o["final_iters"]:
+        raise ConfigError("train.final_iters applies to simulated systems; a data file is "
+                          "trained on train.batch_time-row windows throughout")
     s = settings["system"]
     table = datafile.read(s)
     return table, tabular.split(table, s["split"], s["train_fraction"])

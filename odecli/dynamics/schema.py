@@ -40,6 +40,9 @@ TRAIN = engine.TRAIN.extend({
     "batch_time": Int(2),  # observed points per training window: a window needs two
     "loss": Choice(*LOSSES),
     "sampling": Choice(*SAMPLINGS),
+    "final_iters": Int(0),  # the last N iterations (all, if niters is fewer) train on the
+    "final_batch_time": Int(2),  # final windows; 0: none
+    "final_batch_size": Int(1, nullable=True),  # null: every window once
 })
 
 DATA = Schema({
