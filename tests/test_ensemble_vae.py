@@ -68,6 +68,17 @@ def test_members_equal_their_solo_runs(cli, outputs):
     assert res.exit_code == 0, res.stderr
 
 
+def test_members_equal_their_solo_runs_with_the_checkpointed_gradient(cli, outputs):
+    # the replayed backward pass: the same gradients, and each member counts its solo NFE
+    sweep, small = outputs / "sweep", [*SMALL, "gradient=checkpoint", "train.niters=4"]
+    res = cli("spiral-vae", "-m", "seed=0,1", *small, *ENSEMBLE, f"hydra.sweep.dir={sweep}")
+    assert res.exit_code == 0, res.stderr
+    solo = outputs / "solo"
+    assert cli("spiral-vae", "seed=1", *small, f"hydra.run.dir={solo}").exit_code == 0
+    assert read_metrics(solo)["nfe_backward_per_iter"] > 0
+    assert_same_run(members(sweep)[1], solo)
+
+
 def test_the_grouping_and_who_runs_alone():
     def job(num, *overrides):
         cfg = odecli.compose("spiral-vae", list(overrides))
