@@ -1,11 +1,13 @@
-"""The same seed sweep of `odecli train system=lotka` with the basic launcher, joblib and the
-ensemble launcher, side by side in one run (issue 28), plus one run alone.
+"""The same seed sweep of `odecli train system=lotka` (or `--command spiral-vae`) with the basic
+launcher, joblib and the ensemble launcher, side by side in one run (issue 28), plus one run
+alone.
 
 Each command runs as its own process (imports, composition, folders and all: what a user
 waits for); member-iterations per second = seeds * niters / wall time. The ensemble members'
 metrics are compared with the basic launcher's jobs of the same seed (their solo runs).
 
     python benchmarks/ensemble.py --seeds 32 --niters 200
+    python benchmarks/ensemble.py --command spiral-vae --seeds 8 --plots --skip joblib
 """
 
 from __future__ import annotations
@@ -19,15 +21,23 @@ import tempfile
 import time
 from pathlib import Path
 
+# Per command: its fixed arguments, and the metrics compared member against solo run.
+COMMANDS = {
+    "train": (["system=lotka"], ("final_loss", "error_rel", "extrap_error_rel")),
+    "spiral-vae": ([], ("final_loss", "reconstruction_mse", "extrapolation_forward_mse",
+                        "extrapolation_backward_mse")),
+}
+COMMAND = "train"
+
 
 def run(args: list[str], outputs: Path) -> float:
     env = {**os.environ, "ODECLI_OUTPUTS": str(outputs)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "odecli", "train", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "odecli", COMMAND, *args], env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"failed: odecli train {' '.join(args)}\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"failed: odecli {COMMAND} {' '.join(args)}\n{proc.stderr[-2000:]}")
     return wall
 
 
@@ -44,15 +54,26 @@ def metrics(sweep: Path) -> dict[int, dict]:
 
 
 def main() -> None:
+    global COMMAND
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--command", default="train", choices=sorted(COMMANDS))
     ap.add_argument("--seeds", type=int, default=32)
-    ap.add_argument("--niters", type=int, default=1000)
+    ap.add_argument("--niters", type=int, default=None,
+                    help="default: 1000 for train, the command's own otherwise")
     ap.add_argument("--jobs", type=int, default=2, help="joblib workers")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--plots", action="store_true", help="draw each run's figures")
     ap.add_argument("--skip", nargs="*", default=[], choices=["basic", "joblib"])
     a = ap.parse_args()
-    common = ["system=lotka", f"train.niters={a.niters}", f"device.dtype={a.dtype}",
+    COMMAND = a.command
+    fixed, compared = COMMANDS[a.command]
+    if a.niters is None and a.command == "train":
+        a.niters = 1000
+    if a.niters is None:
+        from odecli import compose
+
+        a.niters = int(compose(a.command, []).train.niters)
+    common = [*fixed, f"train.niters={a.niters}", f"device.dtype={a.dtype}",
               "quiet=true", f"plots.enabled={str(a.plots).lower()}"]
     seeds = f"seed=range({a.seeds})"
     launchers = {
@@ -72,7 +93,7 @@ def main() -> None:
             print(f"{name}: {walls[name]:.1f} s", flush=True)
         found = {n: metrics(root / n) for n in launchers if n not in a.skip}
     member_its = a.seeds * a.niters
-    print(f"\n{a.seeds} seeds x {a.niters} iterations, lotka, {a.dtype}, "
+    print(f"\n{a.seeds} seeds x {a.niters} iterations, {a.command} {' '.join(fixed)}, {a.dtype}, "
           f"figures {'on' if a.plots else 'off'}\n")
     print("| launcher | wall | member-iterations/s | ensemble is faster by |")
     print("|---|---:|---:|---:|")
@@ -90,10 +111,10 @@ def main() -> None:
           f"(the rest: imports, composing, run folders, evaluations, tests, checkpoints)")
     if "basic" in found:
         worst = {k: max(abs(ens[s][k] - b[k]) / abs(b[k]) for s, b in found["basic"].items())
-                 for k in ("final_loss", "error_rel", "extrap_error_rel")}
+                 for k in compared}
         same = sum(ens[s]["nfe_forward_per_iter"] == b["nfe_forward_per_iter"]
                    for s, b in found["basic"].items())
-        for key in ("error_rel", "extrap_error_rel"):  # the fits, side by side
+        for key in compared[1:]:  # the fits, side by side
             ours = sorted(m[key] for m in ens.values())
             solo = sorted(m[key] for m in found["basic"].values())
             print(f"{key}: ensemble median {ours[len(ours) // 2]:.4g} max {ours[-1]:.4g}; "

@@ -68,6 +68,17 @@ def test_members_equal_their_solo_runs(cli, outputs):
     assert res.exit_code == 0, res.stderr
 
 
+def test_members_equal_their_solo_runs_with_the_checkpointed_gradient(cli, outputs):
+    # the replayed backward pass: the same gradients, and each member counts its solo NFE
+    sweep, small = outputs / "sweep", [*SMALL, "gradient=checkpoint", "train.niters=4"]
+    res = cli("spiral-vae", "-m", "seed=0,1", *small, *ENSEMBLE, f"hydra.sweep.dir={sweep}")
+    assert res.exit_code == 0, res.stderr
+    solo = outputs / "solo"
+    assert cli("spiral-vae", "seed=1", *small, f"hydra.run.dir={solo}").exit_code == 0
+    assert read_metrics(solo)["nfe_backward_per_iter"] > 0
+    assert_same_run(members(sweep)[1], solo)
+
+
 def test_the_grouping_and_who_runs_alone():
     def job(num, *overrides):
         cfg = odecli.compose("spiral-vae", list(overrides))
@@ -106,7 +117,8 @@ def test_a_failing_member_leaves_the_batch(cli, outputs):
 
 def test_a_stopped_group_checkpoints_every_member_and_resumes(cli, outputs, monkeypatch):
     # SIGINT in the middle of the third step: every member is checkpointed with its own
-    # generators (batches, reparameterisation noise); the same command again resumes them
+    # generators (batches, reparameterisation noise); one member resumes alone (`resume=`),
+    # the same command again resumes the others as a group
     real = SpiralMembers.losses
     calls = []
 
@@ -118,20 +130,23 @@ def test_a_stopped_group_checkpoints_every_member_and_resumes(cli, outputs, monk
 
     monkeypatch.setattr(SpiralMembers, "losses", stopping)
     sweep = outputs / "sweep"
-    args = ["spiral-vae", "-m", "seed=0,1", *SMALL, *ENSEMBLE, f"hydra.sweep.dir={sweep}"]
+    args = ["spiral-vae", "-m", "seed=0,1,2", *SMALL, *ENSEMBLE, f"hydra.sweep.dir={sweep}"]
     res = cli(*args)
     assert res.exit_code == 130, res.stderr
-    assert "2 member(s) of the ensemble checkpointed" in res.stderr
+    assert "3 member(s) of the ensemble checkpointed" in res.stderr
     stopped = [read_metrics(r) for r in members(sweep)]
-    assert [m["status"] for m in stopped] == ["interrupted"] * 2
-    assert [m["iterations"] for m in stopped] == [3, 3]
+    assert [m["status"] for m in stopped] == ["interrupted"] * 3
+    assert [m["iterations"] for m in stopped] == [3, 3, 3]
+    res = cli("spiral-vae", f"resume={members(sweep)[2]}")  # a member's checkpoint, solo
+    assert res.exit_code == 0, res.stderr
     res = cli(*args)
     assert res.exit_code == 0, res.stderr
     assert "2 job(s) resume from their checkpoint" in res.stderr
     assert calls[3:] == [[4, 4], [5, 5], [6, 6]]
-    solo = outputs / "solo"
-    assert cli("spiral-vae", "seed=1", *SMALL, f"hydra.run.dir={solo}").exit_code == 0
-    assert_same_run(members(sweep)[1], solo)
+    for seed in (1, 2):
+        solo = outputs / f"solo{seed}"
+        assert cli("spiral-vae", f"seed={seed}", *SMALL, f"hydra.run.dir={solo}").exit_code == 0
+        assert_same_run(members(sweep)[seed], solo)
 
 
 def _build(tmp_path, seed, *overrides):

@@ -99,10 +99,12 @@ class SpiralMembers:
         inputs = torch.cat([x * m, m, dts.view(1, 1, steps, 1).expand(m_count, batch, steps, 1)],
                            dim=-1)
         cell = nets["cell"]
-        gi = cell.project(inputs)
+        # every step's input gates in one product; unbind: one backward for all the steps
+        # (indexing each step would fill a zero tensor the size of all of them per step)
+        gates = cell.project(inputs).unbind(2)
         h = x.new_zeros(m_count, batch, self.exps[0].model.encoder.hidden)
         for i in range(steps - 1, -1, -1):
-            h = cell.step(gi[:, :, i], h)
+            h = cell.step(gates[i], h)
         w, b = nets["out"]
         mu, logvar = torch.baddbmm(b, h, w).chunk(2, dim=-1)
         return mu, logvar.clamp(-10.0, 5.0)
