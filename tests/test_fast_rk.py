@@ -76,8 +76,9 @@ def test_tuple_states_solve_as_odeint_with_its_mixed_norm():
     state = (y0, torch.zeros(8, 1, dtype=torch.float64))
     ref = odeint(func, state, t, method="dopri5", **TOL)
     out = rk.odeint_fast(func, state, t, method="dopri5", gradient="none", **TOL)
-    for a, b in zip(out, ref, strict=True):
-        assert a.shape == b.shape and (a - b).abs().max() < 1e-12
+    for a, b in zip(out, ref, strict=True):  # float64: the same steps, regrouped arithmetic
+        assert a.shape == b.shape  # (5.6e-13 on values of 8 on an Intel Xeon, 0 on AMD EPYC)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["dopri5", "bosh3", "fehlberg2", "dopri8"])
