@@ -109,11 +109,7 @@ class DynamicsMembers:
             return "train.final_iters (a final phase on longer windows)"
         if float(cfg.data.observe_fraction) < 1:
             return "data.observe_fraction < 1 (each member's own time grid)"
-        spec = SolverSpec.from_cfg(cfg.solver, cfg.gradient)
-        if spec.gradient not in ("checkpoint", "direct") or not spec.on_fast_loop():
-            return (f"solver {spec.method} with gradient={spec.gradient} (batched: the "
-                    f"fast-loop Runge-Kutta methods with gradient=checkpoint or direct)")
-        return None
+        return ensemble_rk.unfit(SolverSpec.from_cfg(cfg.solver, cfg.gradient))
 
     def __init__(self, experiments: list[DynamicsExperiment]) -> None:
         self.exps = experiments

@@ -61,11 +61,7 @@ class SpiralMembers:
         if cfg.model.encoder not in ("gru", "rnn"):
             return (f"model.encoder={cfg.model.encoder} (batched: the gru and rnn encoders; "
                     f"the ODE-RNN's hidden flow is not)")
-        spec = SolverSpec.from_cfg(cfg.solver, cfg.gradient)
-        if spec.gradient not in ("checkpoint", "direct") or not spec.on_fast_loop():
-            return (f"solver {spec.method} with gradient={spec.gradient} (batched: the "
-                    f"fast-loop Runge-Kutta methods with gradient=checkpoint or direct)")
-        return None
+        return ensemble_rk.unfit(SolverSpec.from_cfg(cfg.solver, cfg.gradient))
 
     def __init__(self, experiments: Sequence[Any]) -> None:
         self.exps = list(experiments)

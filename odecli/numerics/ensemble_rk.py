@@ -34,7 +34,16 @@ import torch
 
 from odecli.numerics.rk import OPTIONS
 from odecli.numerics.rk_step import interp_matrix, tableau
-from odecli.numerics.solve import StepAborted
+from odecli.numerics.solve import SolverSpec, StepAborted
+
+
+def unfit(spec: SolverSpec) -> str | None:
+    """Why a job's solver cannot run batched (the job then runs alone), or None: this solver
+    is the fast loop's adaptive Runge-Kutta methods, replayed or backpropagated directly."""
+    if spec.gradient not in ("checkpoint", "direct") or not spec.on_fast_loop():
+        return (f"solver {spec.method} with gradient={spec.gradient} (batched: the "
+                f"fast-loop Runge-Kutta methods with gradient=checkpoint or direct)")
+    return None
 
 
 @dataclass
