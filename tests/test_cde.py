@@ -28,8 +28,8 @@ ROOT = config_dir()
 TINY = Path(__file__).parent / "data" / "uea"
 QUICK = ["cde_data=spirals", "data.n=40", "data.length=12", "train.niters=4",
          "train.test_freq=2", "train.batch_size=8", "quiet=true"]
-NODE = {"drop": 0.0, "time_channel": True, "mask_channel": False, "val_fraction": 0.15,
-        "test_fraction": 0.15}
+NODE = {"drop": 0.0, "time_channel": True, "mask_channel": False, "split": "pooled",
+        "val_fraction": 0.15, "test_fraction": 0.15}
 
 
 def composed(overrides: list[str] | None = None):
@@ -122,6 +122,27 @@ def test_headers_and_bounds(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ protocol
+
+def test_the_archive_split_keeps_the_test_file_and_draws_validation_from_train():
+    files = [tsfile.read_ts(data_mod.DATASETS_DIR / f) for f in data_mod.VOWELS_FILES]
+    node = {"name": "japanese_vowels", **NODE, "split": "archive"}
+    a, b, c = (data_mod.load(node, s) for s in (0, 0, 1))
+    # 270 TRAIN series, 15% of them (40) for validation; the 370 TEST series as they are
+    assert (len(a.train), len(a.val), len(a.test)) == (230, 40, 370)
+    assert a.test.tolist() == list(range(270, 640)) and np.array_equal(a.test, c.test)
+    assert a.y[a.test].tolist() == [a.classes.index(lab) for lab in files[1].labels]
+    assert np.array_equal(a.val, b.val) and not np.array_equal(a.val, c.val)
+    assert sorted([*a.train, *a.val]) == list(range(270))
+    # standardised with the 230 training series only
+    assert np.allclose(np.nanmean(a.x[a.train].reshape(-1, 12), axis=0), 0, atol=1e-9)
+    for bad in ({"name": "uea", "dir": str(TINY), **NODE, "split": "archive"},
+                {"name": "spirals", "n": 20, "length": 6, "noise": 0.0, **NODE,
+                 "split": "archive"}):
+        with pytest.raises(OdecliError, match=r"data.split=archive needs the archive's "
+                                              r"NAME_TRAIN and NAME_TEST .ts files; \w+ has "
+                                              r"\d+ TRAIN and 0 TEST series"):
+            data_mod.load(bad, 0)
+
 
 def test_drop_removes_that_fraction_of_each_series_seeded():
     node = {"name": "uea", "dir": str(TINY), **NODE, "drop": 0.5}
@@ -329,6 +350,7 @@ def _bad_ts(tmp_path: Path) -> str:
     (["cde_data=uea", "data.dir=/nonexistent"], "data.dir=/nonexistent is not a folder"),
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "must leave training series"),
     (["model.interpolation=cubic"], "unknown model.interpolation 'cubic'"),
+    (["data.split=uea"], "unknown data.split 'uea'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_folder(cli, outputs, tmp_path, overrides,
                                                         message):

@@ -12,7 +12,9 @@ calls the same functions and compares the pages with the schemas.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,18 +170,16 @@ def _choice(primary: Path, group: str) -> str | None:
     return None
 
 
-def config_pages() -> dict[str, str]:
-    """Every configuration page, by its path under docs/."""
+def config_index() -> str:
+    """The configuration reference's index page: every command, linked."""
     from odecli.registry import COMMANDS
 
-    pages = {f"{CONFIG_DIR}/{name}.md": config_page(name) for name in COMMANDS}
     index = ["# Configuration reference", "",
              "Every command's keys, their types, ranges and defaults, and every config "
              "group's options. Override any of them on the command line as `key=value`, or "
              "in Python as `odecli.run(command, [\"key=value\"])`.", ""]
     index += [f"- [`odecli {n}`]({n}.md): {c.help}" for n, c in COMMANDS.items()]
-    pages[f"{CONFIG_DIR}/index.md"] = "\n".join(index) + "\n"
-    return pages
+    return "\n".join(index) + "\n"
 
 
 # --------------------------------------------------------------------------- the CLI page
@@ -214,9 +214,22 @@ def results_page() -> str:
             "produced it.\n" + rest)
 
 
+def generators() -> dict[str, Callable[[], str]]:
+    """What makes each generated page, by its path under docs/: the names alone cost
+    nothing, the config pages compose every option (seconds)."""
+    from odecli.registry import COMMANDS
+
+    made: dict[str, Callable[[], str]] = {
+        f"{CONFIG_DIR}/{name}.md": functools.partial(config_page, name) for name in COMMANDS}
+    made[f"{CONFIG_DIR}/index.md"] = config_index
+    made["reference/cli.md"] = cli_page
+    made["results.md"] = results_page
+    return made
+
+
 def pages() -> dict[str, str]:
     """Every generated page, by its path under docs/."""
-    return {**config_pages(), "reference/cli.md": cli_page(), "results.md": results_page()}
+    return {path: make() for path, make in generators().items()}
 
 
 # ----------------------------------------------------------------------- the MkDocs hook

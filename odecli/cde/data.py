@@ -1,12 +1,14 @@
 """Series and labels for `odecli cde`: JapaneseVowels (shipped), any UEA folder, spirals.
 
 The protocol is the paper's (Kidger et al. 2020, section 4.2): every series of the dataset is
-pooled and re-split 70/15/15 by the seed; `data.drop` removes that fraction of each series'
-points at random (seeded); what is left is written on one shared time grid with NaN for a
-missing point, so series of unequal lengths and with gaps need no special case anywhere:
-the interpolation fills gaps and holds the last value after a series ends. The times can be
-a channel of the path (`data.time_channel`), and so can the cumulative count of observations
-(`data.mask_channel`), which lets the model see where points were missing.
+pooled and re-split 70/15/15 by the seed (`data.split=pooled`; `data.split=archive` keeps
+the archive's own TRAIN/TEST files, the validation part drawn from TRAIN); `data.drop`
+removes that fraction of each series' points at random (seeded); what is left is written on
+one shared time grid with NaN for a missing point, so series of unequal lengths and with
+gaps need no special case anywhere: the interpolation fills gaps and holds the last value
+after a series ends. The times can be a channel of the path (`data.time_channel`), and so can
+the cumulative count of observations (`data.mask_channel`), which lets the model see where
+points were missing.
 """
 
 from __future__ import annotations
@@ -76,10 +78,29 @@ def _stack(cases: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _from_files(files: list[TsFile]) -> tuple[str, list[np.ndarray], list[str], list[str]]:
+@dataclass
+class Raw:
+    """A dataset as read: series (length_i, D), labels, and which archive file each came from
+    ("train", "test", or None where the file's name says neither)."""
+
+    name: str
+    cases: list[np.ndarray]
+    labels: list[str]
+    classes: list[str]
+    parts: list[str | None]
+    citation: str | None = None
+
+
+def archive_part(path: Path) -> str | None:
+    """"train" or "test" from a UEA file name (NAME_TRAIN.ts, NAME_TEST.ts.gz), else None."""
+    stem = path.name.split(".")[0].upper()
+    return "train" if stem.endswith("_TRAIN") else "test" if stem.endswith("_TEST") else None
+
+
+def _from_files(files: list[TsFile], citation: str | None = None) -> Raw:
     first = files[0]
     classes = list(first.classes or [])
-    cases, labels = [], []
+    cases, labels, parts = [], [], []
     for f in files:
         if f.dimensions != first.dimensions:
             raise OdecliError(f"{f.path.name} has {f.dimensions} dimensions, "
@@ -87,7 +108,8 @@ def _from_files(files: list[TsFile]) -> tuple[str, list[np.ndarray], list[str], 
         classes += [c for c in (f.classes or []) if c not in classes]
         cases += f.values
         labels += f.labels
-    return first.name, cases, labels, classes
+        parts += [archive_part(f.path)] * len(f.values)
+    return Raw(first.name, cases, labels, classes, parts, citation)
 
 
 def ts_folder(folder: str | Path) -> list[Path]:
@@ -122,22 +144,19 @@ def spirals(n: int, length: int, noise: float, rng: np.random.Generator
     return cases, labels
 
 
-def raw(d: dict[str, Any], seed: int) -> tuple[str, list[np.ndarray], list[str], list[str],
-                                               str | None]:
-    """(name, cases (length_i, D), labels, classes, citation) of the data node."""
+def raw(d: dict[str, Any], seed: int) -> Raw:
+    """The data node's series as read, before the protocol."""
     if d["name"] == "japanese_vowels":
-        name, cases, labels, classes = _from_files([read_ts(DATASETS_DIR / f)
-                                                    for f in VOWELS_FILES])
-        return name, cases, labels, classes, VOWELS_CITATION
+        return _from_files([read_ts(DATASETS_DIR / f) for f in VOWELS_FILES], VOWELS_CITATION)
     if d["name"] == "spirals":
         cases, labels = spirals(d["n"], d["length"], d["noise"],
                                 np.random.default_rng([seed, 0]))
-        return "spirals", cases, labels, ["counterclockwise", "clockwise"], None
+        return Raw("spirals", cases, labels, ["counterclockwise", "clockwise"],
+                   [None] * len(cases))
     if d["name"] == "uea":
         if not d["dir"]:
             raise ConfigError("cde_data=uea needs data.dir=FOLDER (a folder of UEA .ts files)")
-        name, cases, labels, classes = _from_files([read_ts(p) for p in ts_folder(d["dir"])])
-        return name, cases, labels, classes, None
+        return _from_files([read_ts(p) for p in ts_folder(d["dir"])])
     raise ConfigError(f"unknown dataset '{d['name']}'")
 
 
@@ -151,6 +170,23 @@ def split(n: int, val_fraction: float, test_fraction: float, rng: np.random.Gene
     order = rng.permutation(n)
     return (np.sort(order[n_val + n_test:]), np.sort(order[:n_val]),
             np.sort(order[n_val:n_val + n_test]))
+
+
+def archive_split(data: Raw, val_fraction: float, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The archive's own split: TEST file's series for test, TRAIN's re-split by the seed into
+    training and val_fraction (of TRAIN) validation series."""
+    parts = np.array([p or "" for p in data.parts])
+    test, pool = np.nonzero(parts == "test")[0], np.nonzero(parts == "train")[0]
+    if not len(test) or not len(pool):
+        raise ConfigError(f"data.split=archive needs the archive's NAME_TRAIN and NAME_TEST "
+                          f".ts files; {data.name} has {len(pool)} TRAIN and {len(test)} TEST "
+                          f"series: use data.split=pooled")
+    n_val = max(1, int(round(len(pool) * val_fraction)))
+    if len(pool) - n_val < 1:
+        raise ConfigError(f"impossible split: {len(pool)} TRAIN series leave none for training")
+    order = rng.permutation(pool)
+    return np.sort(order[n_val:]), np.sort(order[:n_val]), test
 
 
 def drop_points(cases: list[np.ndarray], rate: float, rng: np.random.Generator
@@ -185,14 +221,16 @@ def thin(x: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
 
 def load(d: dict[str, Any], seed: int) -> Series:
     """The checked data node through the protocol: drop, split, standardise."""
-    name, cases, labels, classes, citation = raw(d, seed)
+    data = raw(d, seed)
+    name, classes = data.name, data.classes
     if len(classes) < 2:
         raise OdecliError(f"{name}: {len(classes)} class; classification needs two or more")
-    cases, kept = drop_points(cases, d["drop"], np.random.default_rng([seed, 1]))
+    cases, kept = drop_points(data.cases, d["drop"], np.random.default_rng([seed, 1]))
     x = _stack(cases)
-    y = np.array([classes.index(lab) for lab in labels], dtype=np.int64)
-    train, val, test = split(len(y), d["val_fraction"], d["test_fraction"],
-                             np.random.default_rng([seed, 2]))
+    y = np.array([classes.index(lab) for lab in data.labels], dtype=np.int64)
+    rng = np.random.default_rng([seed, 2])
+    train, val, test = (archive_split(data, d["val_fraction"], rng) if d["split"] == "archive"
+                        else split(len(y), d["val_fraction"], d["test_fraction"], rng))
     with np.errstate(all="ignore"):
         flat = x[train].reshape(-1, x.shape[-1])
         mean = np.nanmean(flat, axis=0)
@@ -201,4 +239,5 @@ def load(d: dict[str, Any], seed: int) -> Series:
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     x = (x - mean) / std
     t = np.arange(x.shape[1], dtype=np.float64)
-    return Series(name, t, x, y, classes, train, val, test, mean, std, kept, citation)
+    return Series(name, t, x, y, classes, train, val, test, mean, std, kept,
+                  data.citation)

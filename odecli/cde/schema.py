@@ -15,6 +15,7 @@ from odecli.numerics.schema import RUNTIME
 DATASETS = ("japanese_vowels", "spirals", "uea")
 MODELS = ("cde", "gru_dt", "odernn", "knn")
 INTERPOLATIONS = ("hermite", "linear")
+SPLITS = ("pooled", "archive")
 
 _FRACTION = Float(0, 1, low_open=True, high_open=True)
 
@@ -23,8 +24,9 @@ PROTOCOL = {
     "drop": Float(0, 1, high_open=True),  # fraction of each series' points removed at random
     "time_channel": Bool(),               # the observation times as a channel of the path
     "mask_channel": Bool(),               # the cumulative count of observations as a channel
-    "val_fraction": _FRACTION,            # all series pooled, re-split by the seed
-    "test_fraction": _FRACTION,
+    "split": Choice(*SPLITS),             # pooled and re-split, or the archive's TRAIN/TEST
+    "val_fraction": _FRACTION,            # of all series (pooled) or of TRAIN (archive)
+    "test_fraction": _FRACTION,           # of all series (pooled only)
 }
 _SPLIT = Rule(lambda v: v["val_fraction"] + v["test_fraction"] < 1,
               "{p}val_fraction + {p}test_fraction must leave training series (< 1)")
