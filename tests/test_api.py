@@ -50,6 +50,7 @@ def test_run_returns_metrics_and_a_model_that_load_rebuilds(outputs, cli):
     assert loaded.metrics == r.metrics and loaded.command == "train"
 
 
+@pytest.mark.slow
 def test_run_into_a_given_folder_and_resume_it(tmp_path, outputs):
     folder = tmp_path / "mine"
     first = odecli.run("train", [*FAST, "train.niters=4"], run_dir=folder)
@@ -95,6 +96,7 @@ def test_a_loaded_model_refuses_what_would_change_it(outputs):
 
 # ------------------------------------------------------- every command against `eval`
 
+@pytest.mark.slow
 def test_train_predictions_equal_eval(outputs, cli):
     r = odecli.run("train", ["system=spiral", *FAST, "train.niters=6"])
     ev = _eval(cli, r.run_dir)
@@ -120,6 +122,7 @@ def test_train_predictions_equal_eval(outputs, cli):
     assert f.shape == (3, 2) and np.allclose(f, exp.field_numpy(m.truth[:3], 0.0))
 
 
+@pytest.mark.slow
 def test_data_file_predictions_equal_eval(outputs, cli):
     from odecli.dynamics import tabular
 
@@ -141,6 +144,7 @@ def test_data_file_predictions_equal_eval(outputs, cli):
         _ = m.times
 
 
+@pytest.mark.slow
 def test_classify_predictions_equal_eval(outputs, cli):
     r = odecli.run("classify", CLASSIFY)
     ev = _eval(cli, r.run_dir)

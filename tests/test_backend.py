@@ -99,6 +99,7 @@ def test_an_extra_installed_solver_is_not_offered(monkeypatch):
         solve.SolverSpec.from_cfg({"method": "new_solver"}, {"name": "direct"})
 
 
+@pytest.mark.slow
 def test_the_cli_reports_an_incompatible_torchdiffeq_in_one_line(tmp_path):
     # A fresh interpreter whose torchdiffeq table lost a solver, as a future release might.
     script = textwrap.dedent("""

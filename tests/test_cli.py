@@ -66,7 +66,9 @@ def test_multirun_with_cfg_is_refused(cli):
     assert res.exit_code == 2 and "cannot be combined" in res.stderr
 
 
-@pytest.mark.parametrize("system", SYSTEMS)
+# one system in the fast part (CI's other Pythons), every system in the full suite
+@pytest.mark.parametrize("system", [pytest.param(s, marks=[] if s == "lotka" else pytest.mark.slow)
+                                    for s in SYSTEMS])
 def test_train_every_system_end_to_end(cli, outputs, system):
     res = cli("train", f"system={system}", *FAST)
     assert res.exit_code == 0, res.stderr
@@ -96,6 +98,7 @@ def test_train_every_system_end_to_end(cli, outputs, system):
     assert [int(r["iteration"]) for r in rows] == [0, 2, 4]
 
 
+@pytest.mark.slow
 def test_gif_frames_in_iteration_order(cli, outputs):
     res = cli("train", *FAST, "plots.gif=true")
     assert res.exit_code == 0, res.stderr

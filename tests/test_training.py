@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST, read_metrics, run_dirs
 from hydra import compose, initialize_config_dir
@@ -104,6 +105,7 @@ def test_augmentation_adds_state_dimensions_that_are_trained(tmp_path):
     assert pred.shape[-1] == 2    # dropped for the loss and the plots
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs(cli, outputs):
     for _ in range(2):
         assert cli("train", *FAST, "seed=3").exit_code == 0
