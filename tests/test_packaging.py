@@ -45,3 +45,19 @@ def test_help_and_list_do_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_module_imports():
+    """Every module of the package and its Hydra plugins imports on this Python: what CI's
+    other Pythons check first (a syntax or standard-library change shows here)."""
+    import importlib
+    import pkgutil
+
+    import hydra_plugins.odecli_plugins as plugin
+    import odecli
+
+    names = [m.name for pkg in (odecli, plugin)
+             for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+    assert len(names) > 80 and "odecli.cde.models" in names
+    for name in names:
+        importlib.import_module(name)

@@ -44,7 +44,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
                                              for k, v in state["best"]["model"].items()}}
 
 
-NITERS = 150  # the signal comes at the first evaluation (iteration 10): ample room after it
+NITERS = 60  # the signal comes at the first evaluation (iteration 10): 50 iterations (~7 s) of room
 
 
 @pytest.mark.slow
