@@ -13,6 +13,7 @@ import pytest
 
 from odecli.fields import job_node
 from odecli.launch.bridge import compose
+from odecli.launch.derived import Composer
 from odecli.launch.loading import LOAD_KEYS
 from odecli.launch.overrides import key, within
 from odecli.launch.sweeps import sweep_jobs
@@ -75,10 +76,13 @@ def problems(line: str) -> list[str]:
         elif w not in flags:
             args.append(w)
     jobs = sweep_jobs(args) if ("-m" in rest or "--multirun" in rest) else [args]
+    # a sweep's jobs as odecli's launchers make them: composed once per kind of job, the
+    # others derived (`seed=range(32)`: 2 compositions, not 32)
+    composer = Composer(lambda overrides: compose(cmd, overrides, with_hydra=True))
     found = []
     for job in jobs:
         try:
-            cfg = compose(cmd, job)
+            cfg = composer(job)
             cmd.experiment_class().schema.check(job_node(cfg))
         except Exception as exc:  # noqa: BLE001 - reported, one line per command
             found.append(f"{line}: {' '.join(str(exc).split())[:200]}")
