@@ -106,11 +106,25 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return None
 
 
+# The files that take longest (most of it waiting on processes, signals and a real Slurm
+# cluster) are handed to the workers first, so the short files fill in around them rather
+# than leaving them to run alone at the end (pytest-xdist sends files in collection order).
+LONGEST_FIRST = ("test_slurm.py", "test_own_data_runs.py", "test_edges.py", "test_vae_runs.py",
+                 "test_export.py", "test_checkpoint_problems.py", "test_docs.py",
+                 "test_ensemble.py", "test_tracking.py", "test_claims.py", "test_sweeps.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` run only where a GPU is present (the device machine), or in a
-    rehearsal (ODECLI_CUDA_REHEARSAL=1)."""
+    """The longest files first (LONGEST_FIRST; the order within a file kept). Tests marked
+    `cuda` run only where a GPU is present (the device machine), or in a rehearsal
+    (ODECLI_CUDA_REHEARSAL=1)."""
     import torch
 
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other file keeps its place
     if torch.cuda.is_available() or cuda_rehearsal():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
