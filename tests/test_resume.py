@@ -181,3 +181,45 @@ def test_eval_bad_input(cli, outputs, tmp_path, args, message):
     res = cli("eval", str(tmp_path))
     assert res.exit_code == 2 and "is not a run folder" in res.stderr
     assert not (run / "eval").exists()
+
+
+def _as_if_older(run: Path, dotted: str) -> None:
+    """Make `run` look as an odecli without config key `dotted` made it: the key gone from
+    its .hydra/config.yaml and from its checkpoint's config."""
+    from omegaconf import OmegaConf
+
+    parent, leaf = dotted.rsplit(".", 1)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    del OmegaConf.select(cfg, parent)[leaf]
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    node = state["config"]
+    for part in parent.split("."):
+        node = node[part]
+    del node[leaf]
+    torch.save(state, run / "checkpoint.pt")
+
+
+def test_a_run_from_before_a_config_key_existed_resumes_evaluates_and_loads(cli, outputs):
+    # odecli gains config keys (whose defaults keep the old behaviour); a run made before
+    # one existed still resumes, evaluates and loads, and the key's default is taken
+    import odecli
+
+    const = [*QUICK, "train.schedule=constant", "seed=3"]
+    assert cli("train", *const, "train.niters=4").exit_code == 0
+    (run,) = run_dirs(outputs)
+    _as_if_older(run, "train.final_batch_time")
+    res = cli("eval", str(run))
+    assert res.exit_code == 0, res.stderr
+    assert odecli.load(run).dim == 2
+    # but setting the missing key to something else is a change of the run: refused
+    res = cli("train", f"resume={run}", "train.niters=6", "train.final_batch_time=5")
+    assert res.exit_code == 2
+    assert "train.final_batch_time: <unset> -> 5" in res.stderr, res.stderr
+    res = cli("train", f"resume={run}", "train.niters=6")
+    assert res.exit_code == 0, res.stderr
+    assert read_metrics(run)["iterations"] == 6
+    # the same run straight to 6 ends where the resumed one does
+    assert cli("train", *const, "train.niters=6").exit_code == 0
+    (full,) = [d for d in run_dirs(outputs) if d != run]
+    assert same_params(full, run)

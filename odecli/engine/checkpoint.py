@@ -9,7 +9,7 @@ would change what the stored weights mean.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +125,37 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any],
-                       allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
-    """Keys (outside `allowed` and their subtrees) whose values differ, as 'key: a -> b'."""
+                       allowed: tuple[str, ...] = RESUMABLE_KEYS,
+                       given_keys: Collection[str] | None = None) -> list[str]:
+    """Keys (outside `allowed` and their subtrees) whose values differ, as 'key: a -> b'.
+
+    With `given_keys` (the keys the overrides behind `given` set), a key the stored config
+    lacks and none of them sets is no difference: odecli gained that key after the run was
+    made, and a new key's default keeps what odecli did before it (docs/architecture.md), so
+    an older run still resumes, evaluates and loads. Without it every key is compared."""
     a, b = flatten(stored), flatten(given)
     out = []
     for key in sorted(set(a) | set(b)):
-        if any(key == k or key.startswith(k + ".") for k in allowed):
+        if _within(key, allowed):
+            continue
+        if key not in a and given_keys is not None and not any(
+                _within(key, (k,)) or k.startswith(key + ".") for k in given_keys):
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             out.append(f"{key}: {a.get(key, '<unset>')} -> {b.get(key, '<unset>')}")
     return out
 
 
+def _within(key: str, prefixes: Collection[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in prefixes)
+
+
 def check_compatible(stored: Mapping[str, Any], given: Mapping[str, Any], what: str,
-                     allowed: tuple[str, ...] = RESUMABLE_KEYS) -> None:
-    """Refuse a config that would change what the stored state means."""
-    diffs = config_differences(stored, given, allowed)
+                     allowed: tuple[str, ...] = RESUMABLE_KEYS,
+                     given_keys: Collection[str] | None = None) -> None:
+    """Refuse a config that would change what the stored state means (`given_keys`: see
+    config_differences)."""
+    diffs = config_differences(stored, given, allowed, given_keys)
     if diffs:
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
         raise CheckpointError(f"{what} comes from an incompatible config: {diffs[0]}{more}; "

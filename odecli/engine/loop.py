@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from odecli.engine import checkpoint, loggers, optim, progress, rundir, signals
 from odecli.engine.experiment import Experiment
 from odecli.engine.figures import loss_figure
-from odecli.errors import Interrupted, OdecliError, RunFailed, SolverError, WriteError
+from odecli.engine.outcome import RunFailedWithMetrics, run_metrics
+from odecli.errors import Interrupted, OdecliError, SolverError, WriteError
 from odecli.numerics import device as device_mod
 from odecli.numerics.solve import StepAborted, check_finite
 
@@ -322,7 +323,10 @@ class Engine:
     def resume(self, path: Path) -> None:
         """Restore everything `state()` wrote; refuses a corrupt or incompatible one."""
         state = checkpoint.read(path)
-        checkpoint.check_compatible(state["config"], self.config_plain(), f"checkpoint {path}")
+        # a key the checkpoint lacks is taken at today's default (given_keys=()): the launch
+        # layer has already refused a resume that sets one (odecli.launch.resume.check)
+        checkpoint.check_compatible(state["config"], self.config_plain(), f"checkpoint {path}",
+                                    given_keys=())
         checkpoint.load_modules(self.exp.modules(), state["modules"], path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -355,41 +359,6 @@ class Engine:
         log.info("resumed at iteration %d of %d", self.iteration, self.opts["niters"])
 
 
-def run_metrics(engine: Engine, status: str, reason: str | None, hint: str | None,
-                test: dict[str, Any], start_wall: float) -> dict[str, Any]:
-    """metrics.json: the same names for every command, then the family's test results."""
-    exp, its = engine.exp, max(engine.iteration, 1)
-    label = {"ok": "ok", "interrupted": "interrupted"}.get(status, f"failed: {reason}")
-    test = dict(test)
-    nfe_eval = test.pop("nfe_eval", None)
-    m: dict[str, Any] = {
-        "status": label, "command": exp.command, "system": exp.name,
-        "iterations": engine.iteration, "niters": engine.opts["niters"],
-        "final_loss": engine.last_loss, **test,
-        "nfe_forward_per_iter": engine.nfe_forward / its,
-        "nfe_backward_per_iter": engine.nfe_backward / its,
-        "nfe_eval": nfe_eval,
-        "wall_seconds": time.perf_counter() - start_wall,
-        "train_seconds": engine.train_seconds,
-        "seconds_per_iter": engine.train_seconds / its,
-        "peak_memory_mb": rundir.peak_memory_mb(exp.rt.device),
-        "device": str(exp.rt.device), "gradient": exp.spec.gradient,
-        "solver": exp.spec.method, "solver_loop": exp.spec.loop,
-        "environment": rundir.environment(exp.rt.device, exp.rt.dtype, exp.rt.threads),
-    }
-    if exp.track_best:
-        m["best_iteration"] = engine.best_iteration
-        m["best_score"] = engine.best_score
-    if exp.citation:
-        m["data_license"] = exp.citation
-    if status == "interrupted":
-        m["interrupted_by"] = reason
-        m["resume"] = f"odecli {exp.command} resume={engine.run_dir}"
-    if hint:
-        m["hint"] = hint
-    return m
-
-
 def train(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path
           ) -> tuple[dict[str, Any], Experiment]:
     """Build the experiment, restore `resume=`'s checkpoint, train, write the run folder;
@@ -410,24 +379,3 @@ def train(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path
 def run(experiment_cls: type[Experiment], cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """`train()`'s metrics alone."""
     return train(experiment_cls, cfg, run_dir)[0]
-
-
-class RunFailedWithMetrics(RunFailed):
-    """A run that stopped on a solver failure; metrics.json already records it."""
-
-    exit_code = 1
-
-    def __init__(self, metrics: dict[str, Any]) -> None:
-        hint = metrics.get("hint")
-        text = metrics["status"] + (f" (hint: {hint})" if hint else "")
-        if metrics.get("unrecorded"):
-            text += f"; metrics.json could not record it either ({metrics['unrecorded']})"
-        if metrics.get("resume") and metrics.get("checkpoint_iteration") is not None:
-            text += (f"; the checkpoint of iteration {metrics['checkpoint_iteration']} is "
-                     f"intact: once the folder is writable again, continue with "
-                     f"`{metrics['resume']}`")
-        elif metrics.get("resume"):
-            text += (f"; no checkpoint was saved yet: once the folder is writable again, "
-                     f"`{metrics['resume']}` starts it afresh")
-        super().__init__(text)
-        self.metrics = metrics

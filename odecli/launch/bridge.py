@@ -235,7 +235,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         check_writable(args, multirun)  # after validating: bad input creates no folder
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         if resume_dir is not None:
-            resume_mod.check(run_dir, composed)
+            resume_mod.check(run_dir, composed, args)
             target = run_dir
         elif cont is not None:
             target = cont.sweep_dir

@@ -171,7 +171,7 @@ class Continuation:
             try:
                 composed = validate(job + extra)
                 if len(extra) == 2:
-                    resume_mod.check(folder, composed)
+                    resume_mod.check(folder, composed, job + extra)
             except OdecliError as exc:
                 raise type(exc)(f"sweep job {num}: {exc}") from None
             self.counts["resumed" if len(extra) == 2 else "started"] += 1

@@ -179,7 +179,8 @@ class _Collect:
 def _train_group(task: Any, experiment_cls: Any, members: list[Job], quiet: bool) -> None:
     """Build every member, train them together, report each member's outcome to Hydra."""
     from odecli.engine import ensemble, rundir
-    from odecli.engine.loop import Engine, RunFailedWithMetrics
+    from odecli.engine.loop import Engine
+    from odecli.engine.outcome import RunFailedWithMetrics
     from odecli.numerics import device as device_mod
 
     device_mod.quiet_warnings()

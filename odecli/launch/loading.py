@@ -84,7 +84,8 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
     device_mod.quiet_warnings()
     experiment = cmd.experiment_class()(cfg, work_dir or run_dir)
     checkpoint.check_compatible(state["config"], OmegaConf.to_container(cfg, resolve=True),
-                                f"checkpoint {run_dir}", (*allowed, *BOOKKEEPING))
+                                f"checkpoint {run_dir}", (*allowed, *BOOKKEEPING),
+                                given_keys=ov.keys(merged))
     checkpoint.load_modules(experiment.modules(), state.get("best") or state["modules"],
                             run_dir)
     return LoadedRun(run_dir, cmd, state, cfg, experiment)

@@ -10,6 +10,7 @@ checkpoint (model, optimiser, schedule, RNG states, counters, history) and train
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,25 +82,29 @@ def merged_overrides(run_dir: Path, user: list[str]) -> list[str]:
     return base + mine + [f"resume={quote(str(run_dir))}"]
 
 
-def check(run_dir: Path, composed: Any) -> None:
-    """Refuse a resume whose config or checkpoint does not match, before anything is written."""
+def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None) -> None:
+    """Refuse a resume whose config or checkpoint does not match, before anything is written.
+    `given`: the overrides `composed` came from; a key the run's config lacks (odecli gained it
+    later) and none of them sets is taken at its default."""
     from omegaconf import OmegaConf, open_dict
 
     from odecli.engine import rundir as runs
     from odecli.engine.checkpoint import check_belongs, check_compatible, read
 
+    keys = None if given is None else [key(o) for o in given]
     stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     composed = composed.copy()
     with open_dict(composed):
         composed.pop("hydra", None)
     check_compatible(OmegaConf.to_container(stored, resolve=False),
-                     OmegaConf.to_container(composed, resolve=False), f"resume of {run_dir}")
+                     OmegaConf.to_container(composed, resolve=False), f"resume of {run_dir}",
+                     given_keys=keys)
     from odecli.launch.run_folders import stored_command
 
     state = read(run_dir / CHECKPOINT)
     check_belongs(state, stored_command(run_dir), run_dir)
     check_compatible(state["config"], OmegaConf.to_container(composed, resolve=True),
-                     f"checkpoint {run_dir / CHECKPOINT}")
+                     f"checkpoint {run_dir / CHECKPOINT}", given_keys=keys)
     done, niters = int(state["iteration"]), int(composed.train.niters)
     if done > niters:
         raise CheckpointError(f"the checkpoint in {run_dir} is at iteration {done}, beyond "
