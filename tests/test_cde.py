@@ -135,6 +135,12 @@ def test_the_archive_split_keeps_the_test_file_and_draws_validation_from_train()
     assert sorted([*a.train, *a.val]) == list(range(270))
     # standardised with the 230 training series only
     assert np.allclose(np.nanmean(a.x[a.train].reshape(-1, 12), axis=0), 0, atol=1e-9)
+    # test_fraction is unused there: no rule on it; too few TRAIN series is one line
+    assert schema.DATA.check({**node, "test_fraction": 0.95}, "data")["test_fraction"] == 0.95
+    with pytest.raises(OdecliError, match="data.val_fraction . data.test_fraction must leave"):
+        schema.DATA.check({**node, "split": "pooled", "test_fraction": 0.95}, "data")
+    with pytest.raises(OdecliError, match="impossible split: 270 TRAIN series leave none"):
+        data_mod.load({**node, "val_fraction": 0.999}, 0)
     for bad in ({"name": "uea", "dir": str(TINY), **NODE, "split": "archive"},
                 {"name": "spirals", "n": 20, "length": 6, "noise": 0.0, **NODE,
                  "split": "archive"}):

@@ -160,16 +160,23 @@ def raw(d: dict[str, Any], seed: int) -> Raw:
     raise ConfigError(f"unknown dataset '{d['name']}'")
 
 
+def _draw(rows: np.ndarray, sizes: tuple[int, ...], what: str, rng: np.random.Generator
+          ) -> list[np.ndarray]:
+    """`rows` shuffled by the seed into held-out parts of `sizes` (in order) and training
+    rows (the rest, returned first); each part sorted."""
+    if len(rows) - sum(sizes) < 1:
+        raise ConfigError(f"impossible split: {len(rows)} {what}leave none for training")
+    parts = np.split(rng.permutation(rows), np.cumsum(sizes))
+    return [np.sort(parts[-1]), *(np.sort(p) for p in parts[:-1])]
+
+
 def split(n: int, val_fraction: float, test_fraction: float, rng: np.random.Generator
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train/val/test rows; each held-out part has at least one series."""
     n_test = max(1, int(round(n * test_fraction)))
     n_val = max(1, int(round(n * val_fraction)))
-    if n - n_val - n_test < 1:
-        raise ConfigError(f"impossible split: {n} series leave none for training")
-    order = rng.permutation(n)
-    return (np.sort(order[n_val + n_test:]), np.sort(order[:n_val]),
-            np.sort(order[n_val:n_val + n_test]))
+    train, val, test = _draw(np.arange(n), (n_val, n_test), "series ", rng)
+    return train, val, test
 
 
 def archive_split(data: Raw, val_fraction: float, rng: np.random.Generator
@@ -183,10 +190,8 @@ def archive_split(data: Raw, val_fraction: float, rng: np.random.Generator
                           f".ts files; {data.name} has {len(pool)} TRAIN and {len(test)} TEST "
                           f"series: use data.split=pooled")
     n_val = max(1, int(round(len(pool) * val_fraction)))
-    if len(pool) - n_val < 1:
-        raise ConfigError(f"impossible split: {len(pool)} TRAIN series leave none for training")
-    order = rng.permutation(pool)
-    return np.sort(order[n_val:]), np.sort(order[:n_val]), test
+    train, val = _draw(pool, (n_val,), "TRAIN series ", rng)
+    return train, val, test
 
 
 def drop_points(cases: list[np.ndarray], rate: float, rng: np.random.Generator

@@ -28,7 +28,8 @@ PROTOCOL = {
     "val_fraction": _FRACTION,            # of all series (pooled) or of TRAIN (archive)
     "test_fraction": _FRACTION,           # of all series (pooled only)
 }
-_SPLIT = Rule(lambda v: v["val_fraction"] + v["test_fraction"] < 1,
+# (data.split=archive takes its test series from the TEST file: test_fraction is unused)
+_SPLIT = Rule(lambda v: v["split"] == "archive" or v["val_fraction"] + v["test_fraction"] < 1,
               "{p}val_fraction + {p}test_fraction must leave training series (< 1)")
 
 DATA = Tagged("name", {
