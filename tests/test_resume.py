@@ -223,3 +223,32 @@ def test_a_run_from_before_a_config_key_existed_resumes_evaluates_and_loads(cli,
     assert cli("train", *const, "train.niters=6").exit_code == 0
     (full,) = [d for d in run_dirs(outputs) if d != run]
     assert same_params(full, run)
+
+
+def test_a_run_from_before_a_default_changed_keeps_its_own_values(cli, outputs):
+    # odecli changes defaults (system=lotka's model.output_scale was max, now rms): a run
+    # made before still evaluates to its stored errors, loads and resumes with its own
+    # values, and ends where the same run straight through does
+    import yaml
+
+    import odecli
+
+    const = [*QUICK, "system=lotka", "train.schedule=constant", "seed=4"]
+    assert cli("train", *const, "model.output_scale=max", "train.niters=4").exit_code == 0
+    (run,) = run_dirs(outputs)
+    stored = run / ".hydra" / "overrides.yaml"
+    given = yaml.safe_load(stored.read_text())
+    stored.write_text(yaml.safe_dump([o for o in given if "output_scale" not in o]))
+    res = cli("eval", str(run))
+    assert res.exit_code == 0, res.stderr
+    (ev,) = [runs.read_json(p) for p in run.rglob("eval.json")]
+    assert ev["error_rel"] == read_metrics(run)["error_rel"]
+    assert odecli.load(run).experiment.field.output_scale == "max"
+    res = cli("train", f"resume={run}", "train.niters=6")
+    assert res.exit_code == 0, res.stderr
+    assert cli("train", *const, "model.output_scale=max", "train.niters=6").exit_code == 0
+    (full,) = [d for d in run_dirs(outputs) if d != run]
+    assert same_params(full, run)
+    # a value given now is still judged against the run's
+    res = cli("train", f"resume={run}", "train.niters=8", "model.output_scale=rms")
+    assert res.exit_code == 2 and "model.output_scale: max -> rms" in res.stderr, res.stderr

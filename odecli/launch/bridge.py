@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from odecli import registry
-from odecli.engine.rundir import notice, outputs_root
+from odecli.engine.rundir import CHECKPOINT, notice, outputs_root
 from odecli.errors import Interrupted, OdecliError, WriteError
 from odecli.launch import claims, continuation, presets
 from odecli.launch import overrides as ov
@@ -208,7 +208,14 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         if made_by not in (None, cmd.name):
             raise OdecliError(f"{run_dir} is a '{made_by}' run; continue it with "
                               f"odecli {made_by} resume={run_dir}")
-        args = resume_mod.merged_overrides(run_dir, args)
+        # the run's own values where odecli's defaults changed since it ran
+        from odecli.engine.checkpoint import RESUMABLE_KEYS, check_belongs, read
+        from odecli.launch import own_values
+
+        state = read(run_dir / CHECKPOINT)
+        check_belongs(state, made_by, run_dir)
+        own = own_values.for_run(cmd, run_dir, state["config"], RESUMABLE_KEYS, args)
+        args = resume_mod.merged_overrides(run_dir, [*own, *args])
     args = [ov.absolute_path(o) for o in args]
     if not showing:
         jobs = [] if cont is not None else sweep_jobs(args) if multirun else [args]

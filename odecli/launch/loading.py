@@ -17,6 +17,7 @@ from typing import Any
 from odecli import registry
 from odecli.errors import OdecliError
 from odecli.launch import overrides as ov
+from odecli.launch import own_values
 from odecli.launch import resume as resume_mod
 from odecli.launch.run_folders import stored_command
 
@@ -76,7 +77,9 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
     if refused:
         raise OdecliError(f"{what} cannot change '{refused[0]}'; it takes overrides of "
                           f"{', '.join(allowed_names(allowed))}")
-    merged = [o for o in resume_mod.merged_overrides(run_dir, list(overrides))
+    own = own_values.for_run(cmd, run_dir, state["config"], (*allowed, *BOOKKEEPING),
+                             list(overrides))
+    merged = [o for o in resume_mod.merged_overrides(run_dir, [*own, *overrides])
               if not o.startswith("resume=")]
     cfg = bridge.validate(cmd, merged)
     with open_dict(cfg):

@@ -28,8 +28,11 @@ def keys(overrides: list[str]) -> set[str]:
 
 
 def quote(text: str) -> str:
-    """A Hydra override value quoted so paths with odd characters survive the parser."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A Hydra override value quoted so paths with odd characters survive the parser exactly.
+    Hydra keeps a backslash as it is except in a run of them before a quote or the closing
+    quote, where each is escaped; a quote is escaped by one."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""),
+                        text) + "'"
 
 
 def within(name: str, prefixes: tuple[str, ...]) -> bool:
