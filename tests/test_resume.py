@@ -252,3 +252,40 @@ def test_a_run_from_before_a_default_changed_keeps_its_own_values(cli, outputs):
     # a value given now is still judged against the run's
     res = cli("train", f"resume={run}", "train.niters=8", "model.output_scale=rms")
     assert res.exit_code == 2 and "model.output_scale: max -> rms" in res.stderr, res.stderr
+
+
+def test_a_sweep_from_before_a_default_changed_continues_with_each_jobs_own_values(cli,
+                                                                                  outputs):
+    import json
+
+    import yaml
+
+    sweep = outputs / "sw"
+    args = [*QUICK, "system=lotka", "train.schedule=constant", "seed=0,1"]
+    res = cli("train", "-m", *args, "model.output_scale=max", "train.niters=4",
+              f"hydra.sweep.dir={sweep}")
+    assert res.exit_code == 0, res.stderr
+    # as if max had been the default then: gone from the sweep's and its jobs' overrides
+    multirun = sweep / "multirun.yaml"
+    node = yaml.safe_load(multirun.read_text())
+    node["hydra"]["overrides"]["task"].remove("model.output_scale=max")
+    multirun.write_text(yaml.safe_dump(node))
+    for job in ("0", "1"):
+        stored = sweep / job / ".hydra" / "overrides.yaml"
+        stored.write_text(yaml.safe_dump([o for o in yaml.safe_load(stored.read_text())
+                                          if "output_scale" not in o]))
+
+    def stop_job_1() -> None:
+        metrics = sweep / "1" / "metrics.json"
+        metrics.write_text(json.dumps({**read_metrics(sweep / "1"), "status": "interrupted"}))
+
+    for niters in (4, 6):  # twice: the first resume leaves its pin in the job's overrides
+        stop_job_1()
+        res = cli("train", f"resume={sweep}", f"train.niters={niters}")
+        assert res.exit_code == 0, res.stderr
+        assert read_metrics(sweep / "1")["iterations"] == niters
+    straight = outputs / "straight"
+    assert cli("train", *[a.replace("seed=0,1", "seed=1") for a in args],
+               "model.output_scale=max", "train.niters=6",
+               f"hydra.run.dir={straight}").exit_code == 0
+    assert same_params(straight, sweep / "1")

@@ -182,6 +182,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     resume_dir = resume_mod.target(args)
     target: Path | None = None  # the folder this command claims
     extra: list[str] = []
+    own: list[str] = []  # resume=: overrides keeping the run's own values (own_values.py)
     # resume= of a sweep folder (or of a Slurm sweep's job): continue the sweep in place
     cont = (continuation.from_resume(cmd.name, args, resume_dir)
             if resume_dir is not None and not showing else None)
@@ -214,7 +215,8 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
 
         state = read(run_dir / CHECKPOINT)
         check_belongs(state, made_by, run_dir)
-        own = own_values.for_run(cmd, run_dir, state["config"], RESUMABLE_KEYS, args)
+        own = own_values.for_run(cmd, resume_mod.stored_overrides(run_dir), state["config"],
+                                 RESUMABLE_KEYS, args)
         args = resume_mod.merged_overrides(run_dir, [*own, *args])
     args = [ov.absolute_path(o) for o in args]
     if not showing:
@@ -242,7 +244,9 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         check_writable(args, multirun)  # after validating: bad input creates no folder
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         if resume_dir is not None:
-            resume_mod.check(run_dir, composed, args)
+            pinned = ov.keys(own)  # the check judges what was set, not the pins
+            resume_mod.check(run_dir, composed,
+                             [o for o in args if ov.key(o) not in pinned])
             target = run_dir
         elif cont is not None:
             target = cont.sweep_dir

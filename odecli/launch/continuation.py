@@ -117,6 +117,10 @@ def _pairs(overrides: list[str]) -> dict[str, str]:
     return {o.get_key_element(): o.get_value_element_as_str() for o in parsed}
 
 
+def _holds(folder: dict[str, str], job: dict[str, str]) -> bool:
+    return all(folder.get(k) == v for k, v in job.items())
+
+
 @dataclass
 class Continuation:
     command: str
@@ -146,7 +150,9 @@ class Continuation:
             if not (folder / ".hydra").is_dir():
                 continue
             num = int(folder.name) if folder.name.isdigit() else len(jobs)
-            if num >= len(jobs) or _pairs(_job_overrides(folder)) != _pairs(jobs[num]):
+            # a folder may hold more than its job's overrides: a resume pins the run's own
+            # values where defaults changed (own_values.py), and changes nothing else
+            if num >= len(jobs) or not _holds(_pairs(_job_overrides(folder)), _pairs(jobs[num])):
                 raise OdecliError(f"{folder} does not hold job {folder.name} of this sweep")
         return jobs
 
@@ -166,23 +172,36 @@ class Continuation:
                 self.counts["finished"] += 1
                 continue
             extra = [f"hydra.sweep.subdir={num}"]
-            if (folder / CHECKPOINT).is_file():
-                extra.append(f"resume={ov.quote(str(folder))}")
+            resumed = (folder / CHECKPOINT).is_file()
+            own: list[str] = []  # the job's own values where defaults changed since it ran
             try:
-                composed = validate(job + extra)
-                if len(extra) == 2:
+                if resumed:
+                    extra.append(f"resume={ov.quote(str(folder))}")
+                    own = self._own_values(folder, job)
+                composed = validate(job + own + extra)
+                if resumed:
                     resume_mod.check(folder, composed, job + extra)
             except OdecliError as exc:
                 raise type(exc)(f"sweep job {num}: {exc}") from None
-            self.counts["resumed" if len(extra) == 2 else "started"] += 1
-            if len(extra) == 2:
+            self.counts["resumed" if resumed else "started"] += 1
+            if resumed:
                 self.resumed.append(folder)
-            self.batch.append(job + extra)
+            self.batch.append(job + own + extra)
         if not self.batch:
             which = f"job {self.only} of " if self.only is not None else "every job of "
             raise OdecliError(f"{which}the sweep in {self.sweep_dir} has finished; "
                               f"`odecli report {self.sweep_dir}` shows the results")
         return composed
+
+    def _own_values(self, folder: Path, job: list[str]) -> list[str]:
+        from odecli import registry
+        from odecli.engine.checkpoint import RESUMABLE_KEYS, check_belongs, read
+        from odecli.launch import own_values
+
+        state = read(folder / CHECKPOINT)
+        check_belongs(state, self.command, folder)
+        return own_values.for_run(registry.get(self.command), job, state["config"],
+                                  RESUMABLE_KEYS, [])
 
     def hydra_args(self) -> list[str]:
         return self.args + [f"hydra.sweeper._target_={SWEEPER}"]

@@ -77,8 +77,8 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
     if refused:
         raise OdecliError(f"{what} cannot change '{refused[0]}'; it takes overrides of "
                           f"{', '.join(allowed_names(allowed))}")
-    own = own_values.for_run(cmd, run_dir, state["config"], (*allowed, *BOOKKEEPING),
-                             list(overrides))
+    own = own_values.for_run(cmd, resume_mod.stored_overrides(run_dir), state["config"],
+                             (*allowed, *BOOKKEEPING), list(overrides))
     merged = [o for o in resume_mod.merged_overrides(run_dir, [*own, *overrides])
               if not o.startswith("resume=")]
     cfg = bridge.validate(cmd, merged)
@@ -88,7 +88,7 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
     experiment = cmd.experiment_class()(cfg, work_dir or run_dir)
     checkpoint.check_compatible(state["config"], OmegaConf.to_container(cfg, resolve=True),
                                 f"checkpoint {run_dir}", (*allowed, *BOOKKEEPING),
-                                given_keys=ov.keys(merged))
+                                given_keys=ov.keys(merged) - ov.keys(own))
     checkpoint.load_modules(experiment.modules(), state.get("best") or state["modules"],
                             run_dir)
     return LoadedRun(run_dir, cmd, state, cfg, experiment)

@@ -18,7 +18,6 @@ from odecli.engine.checkpoint import flatten
 from odecli.launch import overrides as ov
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from odecli.registry import Command
 
@@ -26,39 +25,42 @@ if TYPE_CHECKING:
 SKIP = ("hydra", "resume", "quiet", "plots")
 
 
-def for_run(cmd: Command, run_dir: Path, stored_config: Mapping[str, Any],
+def for_run(cmd: Command, base: Sequence[str], stored_config: Mapping[str, Any],
             keep: Sequence[str], user: Sequence[str]) -> list[str]:
-    """`pins()` of the run in `run_dir` (its checkpoint's config `stored_config`) against its
-    stored overrides composed now; none where those no longer compose (the run's own
-    composition then says why, in one line)."""
+    """`pins()` of a run (its checkpoint's config `stored_config`) that will be composed from
+    the overrides `base` (its stored ones, or its sweep job's) with the pins and `user` on
+    top; none where `base` no longer composes (that composition then says why, in one
+    line)."""
     from omegaconf import OmegaConf
 
-    from odecli.launch import resume
     from odecli.launch.composing import compose
 
-    stored = [o for o in resume.stored_overrides(run_dir) if ov.key(o) != "resume"]
+    base = [o for o in base if ov.key(o) != "resume" and not ov.key(o).startswith("hydra")]
     try:
-        today = OmegaConf.to_container(compose(cmd, stored), resolve=True)
+        today = OmegaConf.to_container(compose(cmd, base), resolve=True)
+        bare = OmegaConf.to_container(compose(cmd, []), resolve=True)
     except Exception:  # noqa: BLE001 - reported by the composition that follows
         return []
-    return pins(stored_config, today, keep, user)  # type: ignore[arg-type]
+    return pins(stored_config, today, bare, keep, user)  # type: ignore[arg-type]
 
 
-def pins(stored_config: Mapping[str, Any], today: Mapping[str, Any], keep: Sequence[str],
-         user: Sequence[str]) -> list[str]:
-    """`key=value` overrides giving the run's stored values (`stored_config`, resolved, as its
-    checkpoint holds it) to the keys whose value in `today` (the run's stored overrides
-    composed now, resolved) differs. Left out: keys within `keep` or SKIP, keys the `user`
-    overrides set (the compatibility check judges those), keys only one side has (a key
-    added later takes its default; a removed one is refused by the check), and values an
-    override cannot carry exactly."""
-    a, b = flatten(stored_config), flatten(today)
+def pins(stored_config: Mapping[str, Any], today: Mapping[str, Any],
+         bare: Mapping[str, Any], keep: Sequence[str], user: Sequence[str]) -> list[str]:
+    """`key=value` overrides that give the run its own values where `today` (its stored
+    overrides composed now, resolved) differs from `stored_config` (resolved, as its
+    checkpoint holds it). A key the run lacks (odecli gained it later) gets the command's
+    bare default (`bare`: composed without overrides), which keeps what odecli did before
+    the key, where a preset now sets it otherwise; a key only the run has is left to the
+    compatibility check (refused). Left out too: keys within `keep` or SKIP, keys the `user`
+    overrides set (the check judges those), and values an override cannot carry exactly."""
+    a, b, c = flatten(stored_config), flatten(today), flatten(bare)
     mine = {ov.key(o) for o in user}
     out = []
-    for key in sorted(set(a) & set(b)):
-        if a[key] == b[key] or _within(key, (*SKIP, *keep, *mine)):
+    for key in sorted(b):
+        own = a[key] if key in a else c.get(key, b[key])
+        if own == b[key] or _within(key, (*SKIP, *keep, *mine)):
             continue
-        text = _literal(a[key])
+        text = _literal(own)
         if text is not None:
             out.append(f"{key}={text}")
     return out
@@ -83,7 +85,9 @@ def _literal(value: Any) -> str | None:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return None if "${" in value else ov.quote(value)  # no interpolation smuggled in
+        if "${" in value:  # no interpolation smuggled in
+            return None
+        return value if _reads_back(value) else ov.quote(value)
     if isinstance(value, (list, tuple)):
         items = [_literal(v) for v in value]
         return None if any(i is None for i in items) else "[" + ",".join(items) + "]"  # type: ignore[arg-type]
@@ -96,3 +100,18 @@ def _literal(value: Any) -> str | None:
             parts.append(f"{k}:{text}")
         return "{" + ",".join(parts) + "}"
     return None
+
+
+def _reads_back(text: str) -> bool:
+    """Whether `text` unquoted is read by Hydra as that same string (`max`, not `'max'`, in
+    the overrides a run folder keeps and a report shows)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not text or not all(ch.isalnum() or ch in "_-./" for ch in text):
+        return False
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([f"k={text}"])
+    except Exception:  # noqa: BLE001 - not a plain value: quote it
+        return False
+    value = parsed.value()
+    return isinstance(value, str) and value == text
