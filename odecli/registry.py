@@ -54,7 +54,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         examples=("odecli train system=lotka solver=dopri5",
                   "odecli train system=mlp model=deep model.time_dependent=true",
                   "odecli train -m system=spiral,lotka model=small,deep seed=0,1,2"),
-        tag_group="system", eval_keys=("system.extrapolate",)),
+        tag_group="system", eval_keys=("system.extrapolate", "system.y0")),
     Command(
         "spiral-vae", "spiral_vae", "odecli.latent.spiral_experiment:SpiralVAE",
         "Latent-ODE VAE on noisy, irregularly sampled 2-D spirals.",

@@ -51,6 +51,10 @@ def command_lines(text: str) -> list[str]:
     return out
 
 
+# what `eval` may change besides the readers' own keys: each command's eval_keys
+EVAL_KEYS = tuple(k for c in COMMANDS.values() for k in c.eval_keys)
+
+
 def problems(line: str) -> list[str]:
     """What is wrong with one documented command line (empty: it composes)."""
     words = shlex.split(line)[1:]
@@ -62,7 +66,7 @@ def problems(line: str) -> list[str]:
     if name in READERS:
         overrides = [w for w in rest[1:] if "=" in w and not w.startswith("-")]
         return [f"{line}: `odecli {name}` cannot change '{o}'" for o in overrides
-                if not within(key(o), (*READERS[name], "system.extrapolate"))]
+                if not within(key(o), (*READERS[name], *EVAL_KEYS))]
     if name not in COMMANDS:
         return [f"{line}: no command '{name}'"]
     cmd = COMMANDS[name]

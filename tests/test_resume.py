@@ -289,3 +289,25 @@ def test_a_sweep_from_before_a_default_changed_continues_with_each_jobs_own_valu
                "model.output_scale=max", "train.niters=6",
                f"hydra.run.dir={straight}").exit_code == 0
     assert same_params(straight, sweep / "1")
+
+
+def test_eval_from_another_initial_state_scores_the_true_orbit_from_there(cli, outputs):
+    import numpy as np
+
+    import odecli
+
+    assert cli("train", *QUICK, "system=lotka", "train.niters=4").exit_code == 0
+    (run,) = run_dirs(outputs)
+    res = cli("eval", str(run), "system.y0=[0.5,0.5]", "--out", str(outputs / "ev"))
+    assert res.exit_code == 0, res.stderr
+    ev = runs.read_json(outputs / "ev" / "eval.json")
+    # the same score by hand: the learned field's path from (0.5, 0.5) against the true one
+    m = odecli.load(run, ["system.y0=[0.5,0.5]"])
+    assert np.allclose(m.truth[0], [0.5, 0.5])
+    pred, truth, n = m.predict([0.5, 0.5], m.times), m.truth, m.experiment.n_train
+    scale = np.sqrt(((truth[:n] - truth[:n].mean(0)) ** 2).sum(-1).mean())
+    err = np.sqrt(((pred[:n] - truth[:n]) ** 2).sum(-1).mean()) / scale
+    assert abs(ev["error_rel"] - err) < 1e-6 * max(err, 1.0)
+    assert ev["error_rel"] != read_metrics(run)["error_rel"]
+    res = cli("eval", str(run), "system.y0=[0.5]")
+    assert res.exit_code == 2 and "system.y0 must have 2 entries, got 1" in res.stderr

@@ -154,7 +154,8 @@ def report_cmd(
 def eval_cmd(
     run: str = typer.Argument(..., help="The run folder.", show_default=False),
     overrides: list[str] = typer.Argument(None, help="solver=..., solver.rtol=..., "
-                                          "system.extrapolate=..., device=...",
+                                          "system.extrapolate=..., system.y0=..., "
+                                          "device=...",
                                           show_default=False),
     out: str = typer.Option(None, "--out", "-o", help="Write here instead of RUN/eval/: a "
                             "new or empty folder (its parent must exist), never a run "

@@ -1,8 +1,9 @@
 """`odecli eval <run folder>`: re-score a trained model without retraining, for any command.
 
 The run's stored overrides are composed again with the user's on top, so `solver=rk4`,
-`solver.rtol=1e-9`, `device=cuda` or (for `train`) `system.extrapolate=1.0` work as when
-training. Keys that would change what the checkpoint means (model, system, data) are refused.
+`solver.rtol=1e-9`, `device=cuda` or (for `train`) `system.extrapolate=1.0` and
+`system.y0=[...]` (the true system from another initial state) work as when training.
+Keys that would change what the checkpoint means (model, system, data) are refused.
 The model is the one the run reported (the best state for the VAEs); results and redrawn
 figures go to `<run>/eval/<date>/<time>/` so the run's own files are never overwritten.
 """
