@@ -159,6 +159,11 @@ def test_presets_are_the_equations_they_name(name: str, dim: int):
     (['system.rhs=["a*x", "q*y"]'], "unknown name"),
     (['system.rhs=["log(x - 1)", "y"]'], "is not finite at system.y0"),
     (["system.params={a: abc}"], "system.params.a must be a number"),
+    (['model.known.rhs=["a*x - x*y", "x*y - 3*y"]', "model.known.params={a: 1.5}",
+      "model.known.network=false", "model.known.trainable=false"],
+     "model.known.network=false leaves nothing to train unless model.known.trainable=true"),
+    (['model.known.rhs=["x - x*y", "x*y - 3*y"]', "model.known.params={}",
+      "model.known.network=false"], "model.known.params names the parameters to fit"),
 ])
 def test_bad_equation_configs_are_one_line_exit_2(cli, outputs, overrides, message):
     res = cli("train", "system=equations", *overrides, *FAST)

@@ -99,7 +99,10 @@ KNOWN = Schema(
     },
     rules=[Rule(lambda v: v["network"] or v["rhs"] is not None,
                 "{p}network=false needs {p}rhs: the known equations are then the whole "
-                "model")],
+                "model"),
+           Rule(lambda v: v["network"] or v["rhs"] is None or (v["trainable"] and v["params"]),
+                "{p}network=false leaves nothing to train unless {p}trainable=true and "
+                "{p}params names the parameters to fit")],
 )
 
 MODEL = Schema(
