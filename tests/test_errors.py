@@ -34,6 +34,9 @@ from conftest import FAST, read_metrics, run_dirs
      "gradient.seminorm must be true or false, got 'maybe'"),
     (["nosuchkey=1"], "unknown config key 'nosuchkey'; see `odecli train --cfg job`"),
     (["train.niter=10"], "unknown config key 'train.niter' (did you mean 'train.niters'"),
+    (["system=hare_lynx", "system.y0=[1,2]"], "config key 'system.y0' does not apply to "
+     "system=hare_lynx: it belongs to other system options; see `odecli train "
+     "system=hare_lynx --cfg job`"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, outputs, args, message):
     res = cli("train", *FAST, *args)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from odecli.engine.rundir import outputs_root
@@ -96,7 +96,8 @@ def validate(cmd: Command, overrides: list[str], composer: Composer | None = Non
     except Exception as exc:
         unknown = re.match(r"Could not override '([^']+)'", str(exc))
         if unknown:
-            raise OdecliError(unknown_key_message(cmd, unknown.group(1))) from exc
+            raise OdecliError(unknown_key_message(cmd, unknown.group(1), overrides)
+                              ) from exc
         raise OdecliError(ov.hydra_message(exc)) from exc
     job = composed.copy()
     with open_dict(job):
@@ -123,8 +124,9 @@ def _checking_for(composed: Any) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def unknown_key_message(cmd: Command, key: str) -> str:
-    """A typo in a key gets the nearest real keys, not only Hydra's advice to add it."""
+def unknown_key_message(cmd: Command, key: str, overrides: Sequence[str] = ()) -> str:
+    """A typo in a key gets the nearest real keys, not only Hydra's advice to add it; a key
+    that belongs to another option of its group (system.y0 with system=file) says so."""
     import difflib
 
     from omegaconf import OmegaConf
@@ -139,7 +141,14 @@ def unknown_key_message(cmd: Command, key: str) -> str:
         return keys
 
     defaults = OmegaConf.to_container(compose(cmd, []), resolve=False)
-    close = difflib.get_close_matches(key, flat(defaults), n=3, cutoff=0.6)
+    known = flat(defaults)
+    group = key.split(".", 1)[0]
+    chosen = ov.value(list(overrides), group)
+    if key in known and chosen:
+        return (f"config key '{key}' does not apply to {group}={chosen}: it belongs to other "
+                f"{group} options; see `odecli {cmd.name} {group}={chosen} --cfg job` for "
+                f"this one's keys")
+    close = difflib.get_close_matches(key, [k for k in known if k != key], n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     return (f"unknown config key '{key}'{hint}; see `odecli {cmd.name} --cfg job`, or add a "
             f"new key with +{key}=VALUE")
