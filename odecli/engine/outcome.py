@@ -4,16 +4,30 @@ and the error of a run that failed after its folder recorded why."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from odecli.engine import rundir
+from odecli.engine.experiment import Experiment
 from odecli.errors import RunFailed
 
-if TYPE_CHECKING:
-    from odecli.engine.loop import Engine
+
+class Finished(Protocol):
+    """What metrics.json is read from: the engine (odecli.engine.loop.Engine) at its end."""
+
+    exp: Experiment
+    iteration: int
+    opts: dict[str, Any]
+    last_loss: float
+    nfe_forward: int
+    nfe_backward: int
+    train_seconds: float
+    best_iteration: int
+    best_score: float
+    run_dir: Path
 
 
-def run_metrics(engine: Engine, status: str, reason: str | None, hint: str | None,
+def run_metrics(engine: Finished, status: str, reason: str | None, hint: str | None,
                 test: dict[str, Any], start_wall: float) -> dict[str, Any]:
     """metrics.json: the same names for every command, then the family's test results."""
     exp, its = engine.exp, max(engine.iteration, 1)
