@@ -3,7 +3,8 @@
 These do exactly what the shell does (the same composition and checks, the same run folder,
 its claim and lock, the same engine), so a notebook and a batch script get the same runs.
 Problems are `odecli.OdecliError` exceptions with the one-line message the CLI prints
-(`ConfigError` for bad input, `RunFailed` for a run that failed, `Interrupted` for Ctrl-C).
+(`OdecliError` for bad input, `ConfigError` among it for a value out of range, `RunFailed`
+for a run that failed, `Interrupted` for Ctrl-C).
 
     >>> import odecli
     >>> run = odecli.run("train", ["system=lotka", "train.niters=20", "quiet=true"])

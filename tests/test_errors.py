@@ -102,3 +102,18 @@ def test_impossible_solver_setting_fails_the_run_with_a_hint(cli, outputs):
     assert len(lines) == 1 and lines[0].startswith("error: failed: solver failed")
     (run,) = run_dirs(outputs)
     assert read_metrics(run)["status"] == "failed: solver failed: max_num_steps exceeded"
+
+
+@pytest.mark.parametrize("hydra_text,extra", [
+    ("Could not find 'hydra/launcher/joblib'\n\nAvailable options in 'hydra/launcher':\n"
+     "\tbasic\n\tensemble", "joblib"),
+    ("Could not load 'hydra/launcher/submitit_slurm'.", "slurm"),
+    ("Could not find 'hydra/sweeper/optuna'", "search"),
+])
+def test_a_launcher_or_sweeper_not_installed_names_its_extra(hydra_text, extra):
+    from odecli.launch.overrides import hydra_message
+
+    line = hydra_message(Exception(hydra_text))
+    assert line.endswith(f"; it needs odecli's {extra} extra: pip install 'odecli[{extra}]'")
+    assert "\n" not in line and ".;" not in line
+    assert "extra" not in hydra_message(Exception("Could not find 'system/lotkaa'"))

@@ -204,7 +204,7 @@ def sample_cmd(
 
 @app.command("recover", help=(
     "Equations back from a trained `odecli train` run: a sparse polynomial regression "
-    "(SINDy, PySINDy: pip install odecli[recover]) of the learned field at the data's "
+    "(SINDy, PySINDy: pip install 'odecli\\[recover]') of the learned field at the data's "
     "states.\n\n"
     "Prints the recovered equations (under model.known: the missing term the network "
     "learned) and writes recover.json (terms, coefficients, R^2 against the network, and "

@@ -41,7 +41,8 @@ class TrainedSystem(TrainedModel):
                 atol: float | None = None, steps: int | None = None) -> np.ndarray:
         """Trajectories of the learned field from initial states `y0` ((n, dim), or one
         state (dim,)) at the increasing times `t`: (len(t), n, dim), or (len(t), dim) for one
-        state. The run's solver unless `solver`/`rtol`/`atol`/`steps` change it."""
+        state. The run's solver unless `solver`/`rtol`/`atol`/`steps` change it (`steps`:
+        fixed steps per unit of time, for a fixed-step `solver` such as rk4)."""
         y = self.tensor(y0, "y0", dims=(1, 2))
         single = y.dim() == 1
         y = y.reshape(-1, y.shape[-1])

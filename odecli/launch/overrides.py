@@ -79,7 +79,21 @@ def hydra_message(exc: BaseException) -> str:
         folded = parts[0] + " " + ", ".join(parts[1:])
     else:
         folded = "; ".join(parts).replace(":;", ":").replace(".;", ".")
-    return quote_hint(folded, bad.group(1) if bad else "") if parse_error else folded
+    if parse_error:
+        return quote_hint(folded, bad.group(1) if bad else "")
+    hint = _extra_hint(folded)
+    return folded.rstrip(".") + hint if hint else folded
+
+
+# Hydra plugins that odecli's extras bring: a launcher or sweeper that is not installed.
+_EXTRAS = {"hydra/launcher/joblib": "joblib", "hydra/launcher/submitit": "slurm",
+           "hydra/launcher/submitit_slurm": "slurm", "hydra/sweeper/optuna": "search"}
+
+
+def _extra_hint(text: str) -> str:
+    found = re.search(r"Could not (?:find|load) '(hydra/(?:launcher|sweeper)/[\w]+)'", text)
+    extra = _EXTRAS.get(found.group(1)) if found else None
+    return f"; it needs odecli's {extra} extra: pip install 'odecli[{extra}]'" if extra else ""
 
 
 # Config keys that name a folder or a file: a relative path is made absolute when the run
