@@ -34,6 +34,7 @@ from conftest import FAST, read_metrics, run_dirs
      "gradient.seminorm must be true or false, got 'maybe'"),
     (["nosuchkey=1"], "unknown config key 'nosuchkey'; see `odecli train --cfg job`"),
     (["train.niter=10"], "unknown config key 'train.niter' (did you mean 'train.niters'"),
+    (["--bogus"], "no such option: --bogus (see `odecli train --help`"),
     (["system=hare_lynx", "system.y0=[1,2]"], "config key 'system.y0' does not apply to "
      "system=hare_lynx: it belongs to other system options; see `odecli train "
      "system=hare_lynx --cfg job`"),

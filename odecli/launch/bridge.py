@@ -176,6 +176,10 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
                           "drop -m to see the composed config")
     hydra_version.setbase("1.3")
     ov.check_sizes(list(overrides))
+    flags = [o for o in overrides if o.startswith("-")]  # the CLI took the options it knows
+    if flags:
+        raise OdecliError(f"no such option: {flags[0]} (see `odecli {cmd_name} --help`; "
+                          f"a config setting is written key=value)")
     args = list(overrides)
     showing = bool(cfg or info)
     given = ov.keys(args)
