@@ -190,3 +190,15 @@ def test_the_learned_field_its_scaling_and_known_part_are_reachable(tmp_path):
     out = exp.forecast(np.linspace(0, 1, 5), np.array([1.0, 0.0]))
     assert out.shape == (5, 2) and np.allclose(out[0], [1.0, 0.0])
     assert json.dumps(exp.table.summary())
+
+
+def test_a_data_file_runs_summary_line_shows_its_held_out_score_and_the_baselines(cli, outputs):
+    res = cli("train", "system=hare_lynx", "train.niters=4", "train.test_freq=2",
+              "gradient=direct", "plots.enabled=false")
+    assert res.exit_code == 0, res.stderr
+    (run,) = run_dirs(outputs)
+    m = read_metrics(run)
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("train: ok"))
+    assert f"heldout_error_rel {m['heldout_error_rel']:.4g}" in line
+    assert f"beats_baselines {'yes' if m['beats_baselines'] else 'no'}" in line
+    assert "extrap_error_rel" not in line

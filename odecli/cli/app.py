@@ -165,14 +165,13 @@ def eval_cmd(
 ) -> None:
     def work() -> None:
         from odecli.cli.evaluate import evaluate_run
-        from odecli.launch.bridge import summary_keys
+        from odecli.launch.bridge import summary, summary_keys
 
         result, out_dir = evaluate_run(run, list(overrides or []), out, overwrite)
-        keys = summary_keys(COMMANDS[result["command"]].experiment_class())
-        summary = ", ".join(f"{k} {result[k]:.4g}" for k in (*keys, "nfe_eval")
-                            if k not in ("seconds_per_iter", "wall_seconds")
-                            and isinstance(result.get(k), (int, float)))
-        typer.echo(f"eval: {result['status']}  {summary}\n  results: {out_dir}")
+        keys = [k for k in summary_keys(COMMANDS[result["command"]].experiment_class())
+                if k not in ("seconds_per_iter", "wall_seconds")]
+        typer.echo(f"eval: {result['status']}  {summary(result, (*keys, 'nfe_eval'))}\n"
+                   f"  results: {out_dir}")
 
     _guarded(work)
 

@@ -39,7 +39,9 @@ class DynamicsExperiment(Experiment):
         ("eval_loss", "eval loss (L1, training span)"),
         ("error_rel", "relative trajectory error"))
     progress_metric: ClassVar[tuple[str, str]] = ("error_rel", "err")
-    summary_keys: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel")
+    # (a data file's run has no extrapolation window: its held-out part and the baselines)
+    summary_keys: ClassVar[tuple[str, ...]] = ("error_rel", "extrap_error_rel",
+                                               "heldout_error_rel", "beats_baselines")
     trained_model = TrainedSystem
     schema = schema_mod.CONFIG
 

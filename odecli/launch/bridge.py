@@ -131,10 +131,8 @@ class _JobFunction:
                 return worst_value()
             return {"status": f"failed: {exc}", "run_dir": str(run_dir)}
         if not bool(cfg.get("quiet", False)):
-            summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                if k in summary_keys(experiment_cls)
-                                and isinstance(v, (int, float)))
-            print(f"{cmd.name}: {metrics.get('status')}  {summary}\n  run folder: {run_dir}")
+            line = summary(metrics, summary_keys(experiment_cls))
+            print(f"{cmd.name}: {metrics.get('status')}  {line}\n  run folder: {run_dir}")
         if searching():
             return objective_value(metrics, str(cfg.get("objective") or
                                                  experiment_cls.objectives[0]))
@@ -152,6 +150,15 @@ class _Stop(BaseException):
 def summary_keys(experiment_cls: Any) -> tuple[str, ...]:
     """The metrics a finished run's one-line summary shows: the family's, then timing."""
     return (*experiment_cls.summary_keys, "seconds_per_iter", "wall_seconds")
+
+
+def summary(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """'key value, ...' of the numbers and yes/no answers among `keys` that `metrics` has."""
+    def shown(v: float) -> str:
+        return ("yes" if v else "no") if isinstance(v, bool) else format(v, ".4g")
+
+    return ", ".join(f"{k} {shown(metrics[k])}" for k in keys
+                     if isinstance(metrics.get(k), (int, float)))
 
 
 def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
