@@ -18,7 +18,6 @@ from odecli.engine.checkpoint import flatten
 from odecli.launch import overrides as ov
 
 if TYPE_CHECKING:
-
     from odecli.registry import Command
 
 # Keys never pinned: bookkeeping, and what a caller may change anyway (`keep`).
