@@ -11,7 +11,6 @@ overrides, but not `+key=value`, which would otherwise be silently ignored).
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +20,7 @@ from typing import Any
 from odecli.errors import ConfigError
 
 __all__ = ["Bool", "Choice", "Field", "Float", "Free", "Int", "List", "Range", "Rule", "Schema",
-           "Str", "Tagged", "Union", "job_node", "to_plain", "yaml_node"]
+           "Str", "Tagged", "Union", "job_node", "to_plain"]
 
 
 def to_plain(node: Any) -> Any:
@@ -386,23 +385,3 @@ class Tagged(Field):
             raise ConfigError(f"{p}{self.tag} is missing from the config")
         name = self.choice.check(node[self.tag], p + self.tag)
         return self.variants[name].check(node, path, partial=partial)
-
-
-@functools.cache
-def _load_yaml(relative: str) -> Any:
-    from omegaconf import OmegaConf
-
-    from odecli.paths import config_dir
-
-    return OmegaConf.to_container(OmegaConf.load(config_dir() / relative), resolve=False)
-
-
-def yaml_node(relative: str, key: str | None = None) -> dict[str, Any]:
-    """A node of a YAML file under configs/ (e.g. "system/spiral.yaml", "system"), as plain
-    values. Builders called with a partial node (tests, scripts) take the keys it lacks from
-    here, so even their defaults live only in the YAML."""
-    import copy
-
-    conf = _load_yaml(relative)
-    node = conf if key is None else conf[key]
-    return copy.deepcopy(node)

@@ -1,10 +1,12 @@
-"""Where odecli's config tree lives, found without importing Hydra or torch; paths made
-absolute with one line when they cannot be."""
+"""Where odecli's config tree lives, found without importing Hydra or torch, and its YAML
+defaults read as plain values; paths made absolute with one line when they cannot be."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from odecli.errors import OdecliError
 
@@ -29,3 +31,21 @@ def resolved(value: str | Path) -> Path:
     except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's "Symlink loop"
         raise OdecliError(f"cannot follow the path {value}: {exc}; a symbolic link in it "
                           f"points back at itself (see `ls -l` along the path)") from None
+
+
+@functools.cache
+def _load_yaml(relative: str) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / relative), resolve=False)
+
+
+def yaml_node(relative: str, key: str | None = None) -> dict[str, Any]:
+    """A node of a YAML file under configs/ (e.g. "system/spiral.yaml", "system"), as plain
+    values. Builders called with a partial node (tests, scripts) take the keys it lacks from
+    here, so even their defaults live only in the YAML."""
+    import copy
+
+    conf = _load_yaml(relative)
+    node = conf if key is None else conf[key]
+    return copy.deepcopy(node)

@@ -12,7 +12,7 @@ import torch
 from conftest import FAST, read_metrics, run_dirs
 
 from odecli.dynamics import datafile, tabular
-from odecli.fields import yaml_node
+from odecli.paths import yaml_node
 
 
 def node(**keys) -> dict:

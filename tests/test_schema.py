@@ -27,14 +27,13 @@ from odecli.fields import (
     Str,
     Tagged,
     Union,
-    yaml_node,
 )
 from odecli.flows import schema as flw
 from odecli.latent import schema as lat
 from odecli.launch.bridge import compose
 from odecli.numerics import device, solve
 from odecli.numerics import schema as num
-from odecli.paths import config_dir
+from odecli.paths import config_dir, yaml_node
 from odecli.registry import COMMANDS
 
 ROOT = config_dir()

@@ -15,7 +15,8 @@ import torch
 
 from odecli.dynamics import schema
 from odecli.errors import ConfigError
-from odecli.fields import to_plain, yaml_node
+from odecli.fields import to_plain
+from odecli.paths import yaml_node
 
 
 @dataclass

@@ -17,8 +17,9 @@ from torch import nn
 
 from odecli.dynamics import equations, schema
 from odecli.errors import ConfigError
-from odecli.fields import to_plain, yaml_node
+from odecli.fields import to_plain
 from odecli.numerics import solve
+from odecli.paths import yaml_node
 
 
 class LinearField(nn.Module):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from odecli.fields import Bool, Choice, Float, Free, Int, Rule, Schema, Tagged, Union, yaml_node
+from odecli.fields import Bool, Choice, Float, Free, Int, Rule, Schema, Tagged, Union
 from odecli.numerics.methods import ADAPTIVE, GRADIENTS, METHODS
+from odecli.paths import yaml_node
 
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
