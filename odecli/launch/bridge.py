@@ -194,6 +194,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
     target: Path | None = None  # the folder this command claims
     extra: list[str] = []
     own: list[str] = []  # resume=: overrides keeping the run's own values (own_values.py)
+    state: dict[str, Any] | None = None  # resume=: the checkpoint, read once
     # resume= of a sweep folder (or of a Slurm sweep's job): continue the sweep in place
     cont = (continuation.from_resume(cmd.name, args, resume_dir)
             if resume_dir is not None and not showing else None)
@@ -257,7 +258,7 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
         if resume_dir is not None:
             pinned = ov.keys(own)  # the check judges what was set, not the pins
             resume_mod.check(run_dir, composed,
-                             [o for o in args if ov.key(o) not in pinned])
+                             [o for o in args if ov.key(o) not in pinned], state)
             target = run_dir
         elif cont is not None:
             target = cont.sweep_dir

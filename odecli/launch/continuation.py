@@ -159,6 +159,9 @@ class Continuation:
     def plan(self, validate: Callable[[list[str]], Any]) -> Any:
         """Choose the jobs to run and check each (a resumed job against its checkpoint)
         before anything is written; returns the last composed config."""
+        from odecli import registry
+        from odecli.engine.checkpoint import RESUMABLE_KEYS
+        from odecli.launch import own_values
         from odecli.launch import resume as resume_mod
 
         jobs, composed = self.match(), None
@@ -177,10 +180,12 @@ class Continuation:
             try:
                 if resumed:
                     extra.append(f"resume={ov.quote(str(folder))}")
-                    own = self._own_values(folder, job)
+                    state = self._checkpoint(folder)
+                    own = own_values.for_run(registry.get(self.command), job,
+                                             state["config"], RESUMABLE_KEYS, [])
                 composed = validate(job + own + extra)
                 if resumed:
-                    resume_mod.check(folder, composed, job + extra)
+                    resume_mod.check(folder, composed, job + extra, state)
             except OdecliError as exc:
                 raise type(exc)(f"sweep job {num}: {exc}") from None
             self.counts["resumed" if resumed else "started"] += 1
@@ -193,15 +198,13 @@ class Continuation:
                               f"`odecli report {self.sweep_dir}` shows the results")
         return composed
 
-    def _own_values(self, folder: Path, job: list[str]) -> list[str]:
-        from odecli import registry
-        from odecli.engine.checkpoint import RESUMABLE_KEYS, check_belongs, read
-        from odecli.launch import own_values
+    def _checkpoint(self, folder: Path) -> dict[str, Any]:
+        from odecli.engine.checkpoint import check_belongs, read
+        from odecli.launch.run_folders import stored_command
 
         state = read(folder / CHECKPOINT)
-        check_belongs(state, self.command, folder)
-        return own_values.for_run(registry.get(self.command), job, state["config"],
-                                  RESUMABLE_KEYS, [])
+        check_belongs(state, stored_command(folder), folder)
+        return state
 
     def hydra_args(self) -> list[str]:
         return self.args + [f"hydra.sweeper._target_={SWEEPER}"]

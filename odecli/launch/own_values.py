@@ -37,7 +37,9 @@ def for_run(cmd: Command, base: Sequence[str], stored_config: Mapping[str, Any],
     base = [o for o in base if ov.key(o) != "resume" and not ov.key(o).startswith("hydra")]
     try:
         today = OmegaConf.to_container(compose(cmd, base), resolve=True)
-        bare = OmegaConf.to_container(compose(cmd, []), resolve=True)
+        # the bare defaults only where the run lacks a key (a run of this odecli lacks none)
+        lacks = set(flatten(today)) - set(flatten(stored_config))
+        bare = OmegaConf.to_container(compose(cmd, []), resolve=True) if lacks else {}
     except Exception:  # noqa: BLE001 - reported by the composition that follows
         return []
     return pins(stored_config, today, bare, keep, user)  # type: ignore[arg-type]
@@ -57,16 +59,12 @@ def pins(stored_config: Mapping[str, Any], today: Mapping[str, Any],
     out = []
     for key in sorted(b):
         own = a[key] if key in a else c.get(key, b[key])
-        if own == b[key] or _within(key, (*SKIP, *keep, *mine)):
+        if own == b[key] or ov.within(key, (*SKIP, *keep, *mine)):
             continue
         text = _literal(own)
         if text is not None:
             out.append(f"{key}={text}")
     return out
-
-
-def _within(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in prefixes)
 
 
 def _literal(value: Any) -> str | None:

@@ -82,10 +82,12 @@ def merged_overrides(run_dir: Path, user: list[str]) -> list[str]:
     return base + mine + [f"resume={quote(str(run_dir))}"]
 
 
-def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None) -> None:
+def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None,
+          state: dict[str, Any] | None = None) -> None:
     """Refuse a resume whose config or checkpoint does not match, before anything is written.
     `given`: the overrides `composed` came from; a key the run's config lacks (odecli gained it
-    later) and none of them sets is taken at its default."""
+    later) and none of them sets is taken at its default. `state`: the checkpoint, where the
+    caller has read it (and checked it belongs to the folder) already."""
     from omegaconf import OmegaConf, open_dict
 
     from odecli.engine import rundir as runs
@@ -101,8 +103,9 @@ def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None) -> N
                      given_keys=keys)
     from odecli.launch.run_folders import stored_command
 
-    state = read(run_dir / CHECKPOINT)
-    check_belongs(state, stored_command(run_dir), run_dir)
+    if state is None:
+        state = read(run_dir / CHECKPOINT)
+        check_belongs(state, stored_command(run_dir), run_dir)
     check_compatible(state["config"], OmegaConf.to_container(composed, resolve=True),
                      f"checkpoint {run_dir / CHECKPOINT}", given_keys=keys)
     done, niters = int(state["iteration"]), int(composed.train.niters)
