@@ -254,6 +254,28 @@ def test_a_run_from_before_a_default_changed_keeps_its_own_values(cli, outputs):
     assert res.exit_code == 2 and "model.output_scale: max -> rms" in res.stderr, res.stderr
 
 
+def test_a_requeued_slurm_job_keeps_its_runs_own_values(cli, outputs):
+    # a Slurm job requeued after odecli changed a default (upgraded while the job waited in
+    # the queue) resumes with the values it started with, not today's
+    from odecli import registry
+    from odecli.errors import OdecliError
+    from odecli.launch import overrides as ov
+    from odecli.launch import resume as resume_mod
+    from odecli.launch import slurm_job
+    from odecli.launch.composing import validate
+
+    const = [*QUICK, "system=lotka", "train.schedule=constant", "seed=4"]
+    assert cli("train", *const, "model.output_scale=max", "train.niters=4").exit_code == 0
+    (run,) = run_dirs(outputs)
+    job = [*const, "train.niters=6"]  # as queued when max was lotka's default
+    got = slurm_job.resume_overrides("train", [*job, "resume=elsewhere"], run)
+    assert got == [*job, "model.output_scale=max", f"resume={ov.quote(str(run))}"]
+    resume_mod.check(run, validate(registry.get("train"), got), got)
+    bare = [*job, got[-1]]  # what the job resumed with before: refused
+    with pytest.raises(OdecliError, match="model.output_scale: max -> rms"):
+        resume_mod.check(run, validate(registry.get("train"), bare), bare)
+
+
 def test_a_sweep_from_before_a_default_changed_continues_with_each_jobs_own_values(cli,
                                                                                   outputs):
     import json

@@ -34,10 +34,19 @@ def timed_out(started: float, timeout_min: int) -> bool:
     return time.time() - started >= min(limit * 0.8, limit - 10 * 60)
 
 
-def _with_resume(overrides: list[str], run_dir: Path) -> list[str]:
+def resume_overrides(command: str, overrides: list[str], run_dir: Path) -> list[str]:
+    """A requeued job's overrides: its own, the run's own values where odecli's defaults
+    changed while the job waited in the queue (an upgrade: own_values.py), and `resume=` its
+    folder."""
+    from odecli import registry
+    from odecli.engine.checkpoint import RESUMABLE_KEYS, read
+    from odecli.launch import own_values
     from odecli.launch.overrides import key, quote
 
-    return [o for o in overrides if key(o) != "resume"] + [f"resume={quote(str(run_dir))}"]
+    job = [o for o in overrides if key(o) != "resume"]
+    state = read(run_dir / CHECKPOINT)
+    own = own_values.for_run(registry.get(command), job, state["config"], RESUMABLE_KEYS, [])
+    return [*job, *own, f"resume={quote(str(run_dir))}"]
 
 
 def run(launcher: Any, sweep_overrides: list[str], job_dir_key: str, job_num: int,
@@ -75,7 +84,8 @@ def run(launcher: Any, sweep_overrides: list[str], job_dir_key: str, job_num: in
                           and not cfg.get("resume")):
             # a requeued (or Slurm-restarted) job: continue from its checkpoint
             resume_mod.backup_hydra_files(run_dir)
-            overrides = _with_resume(overrides, run_dir)
+            command = str(launcher.config.hydra.job.name).replace("_", "-")
+            overrides = resume_overrides(command, overrides, run_dir)
             cfg = compose(overrides)
             log.info("Slurm job %s: resuming %s", env.job_id, run_dir)
         try:
