@@ -115,7 +115,7 @@ def validate(cmd: Command, overrides: list[str], composer: Composer | None = Non
 def _checking_for(composed: Any) -> contextlib.AbstractContextManager[None]:
     """Jobs a cluster launcher runs elsewhere are checked as for their nodes (no GPU here
     is no reason to refuse device=cuda)."""
-    from odecli.launch.sweeps import SLURM_TARGET
+    from odecli.launch.targets import SLURM_TARGET
     from odecli.numerics import device as device_mod
 
     launcher = composed.hydra.get("launcher") or {}

@@ -67,7 +67,7 @@ def from_resume(command: str, args: list[str], target: str) -> Continuation | No
     """`resume=` of a sweep folder, or of a job of a Slurm sweep: the continuation, or None
     for an ordinary run folder (resumed in place by `launch.resume`)."""
     from odecli.engine.checkpoint import RESUMABLE_KEYS
-    from odecli.launch.sweeps import SLURM_TARGET
+    from odecli.launch.targets import SLURM_TARGET
 
     path = resolved(target)
     only = None

@@ -13,8 +13,7 @@ from typing import Any
 
 from odecli.errors import OdecliError
 from odecli.launch.overrides import hydra_message
-
-SLURM_TARGET = "hydra_plugins.odecli_plugins.slurm_launcher.SlurmLauncher"
+from odecli.launch.targets import SLURM_TARGET
 
 
 def register_plugins() -> None:
