@@ -271,6 +271,10 @@ def test_a_requeued_slurm_job_keeps_its_runs_own_values(cli, outputs):
     got = slurm_job.resume_overrides("train", [*job, "resume=elsewhere"], run)
     assert got == [*job, "model.output_scale=max", f"resume={ov.quote(str(run))}"]
     resume_mod.check(run, validate(registry.get("train"), got), got)
+    empty = outputs / "empty"  # stopped before its first checkpoint: nothing to pin
+    empty.mkdir()
+    fresh = slurm_job.resume_overrides("train", job, empty)
+    assert fresh == [*job, f"resume={ov.quote(str(empty))}"]
     bare = [*job, got[-1]]  # what the job resumed with before: refused
     with pytest.raises(OdecliError, match="model.output_scale: max -> rms"):
         resume_mod.check(run, validate(registry.get("train"), bare), bare)

@@ -44,9 +44,12 @@ def resume_overrides(command: str, overrides: list[str], run_dir: Path) -> list[
     from odecli.launch.overrides import key, quote
 
     job = [o for o in overrides if key(o) != "resume"]
+    resume = f"resume={quote(str(run_dir))}"
+    if not (run_dir / CHECKPOINT).is_file():  # nothing to hold: resume= starts it afresh
+        return [*job, resume]
     state = read(run_dir / CHECKPOINT)
     own = own_values.for_run(registry.get(command), job, state["config"], RESUMABLE_KEYS, [])
-    return [*job, *own, f"resume={quote(str(run_dir))}"]
+    return [*job, *own, resume]
 
 
 def run(launcher: Any, sweep_overrides: list[str], job_dir_key: str, job_num: int,
