@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from odecli import registry
-from odecli.engine.rundir import CHECKPOINT, notice, outputs_root
+from odecli.engine.rundir import notice, outputs_root
 from odecli.errors import Interrupted, OdecliError, WriteError
 from odecli.launch import claims, continuation, presets
 from odecli.launch import overrides as ov
@@ -222,11 +222,10 @@ def launch(cmd_name: str, overrides: list[str], multirun: bool = False,
             raise OdecliError(f"{run_dir} is a '{made_by}' run; continue it with "
                               f"odecli {made_by} resume={run_dir}")
         # the run's own values where odecli's defaults changed since it ran
-        from odecli.engine.checkpoint import RESUMABLE_KEYS, check_belongs, read
+        from odecli.engine.checkpoint import RESUMABLE_KEYS
         from odecli.launch import own_values
 
-        state = read(run_dir / CHECKPOINT)
-        check_belongs(state, made_by, run_dir)
+        state = resume_mod.read_checkpoint(run_dir)
         own = own_values.for_run(cmd, resume_mod.stored_overrides(run_dir), state["config"],
                                  RESUMABLE_KEYS, args)
         args = resume_mod.merged_overrides(run_dir, [*own, *args])

@@ -180,7 +180,7 @@ class Continuation:
             try:
                 if resumed:
                     extra.append(f"resume={ov.quote(str(folder))}")
-                    state = self._checkpoint(folder)
+                    state = resume_mod.read_checkpoint(folder)
                     own = own_values.for_run(registry.get(self.command), job,
                                              state["config"], RESUMABLE_KEYS, [])
                 composed = validate(job + own + extra)
@@ -197,14 +197,6 @@ class Continuation:
             raise OdecliError(f"{which}the sweep in {self.sweep_dir} has finished; "
                               f"`odecli report {self.sweep_dir}` shows the results")
         return composed
-
-    def _checkpoint(self, folder: Path) -> dict[str, Any]:
-        from odecli.engine.checkpoint import check_belongs, read
-        from odecli.launch.run_folders import stored_command
-
-        state = read(folder / CHECKPOINT)
-        check_belongs(state, stored_command(folder), folder)
-        return state
 
     def hydra_args(self) -> list[str]:
         return self.args + [f"hydra.sweeper._target_={SWEEPER}"]

@@ -19,7 +19,6 @@ from odecli.errors import OdecliError
 from odecli.launch import overrides as ov
 from odecli.launch import own_values
 from odecli.launch import resume as resume_mod
-from odecli.launch.run_folders import stored_command
 
 # Keys that describe a run, not its model: they may differ between a stored run and now.
 BOOKKEEPING = ("plots", "quiet", "resume")
@@ -56,14 +55,13 @@ def load_run(path: str | Path, overrides: Sequence[str] = (), *,
     by default the run folder itself, which loading never writes to."""
     from omegaconf import OmegaConf, open_dict
 
-    from odecli.engine import checkpoint, rundir
+    from odecli.engine import checkpoint
     from odecli.launch import bridge
     from odecli.numerics import device as device_mod
 
     ov.check_sizes(list(overrides))
     run_dir = resume_mod.run_folder(str(path), purpose=f"for {what}")
-    state = checkpoint.read(run_dir / rundir.CHECKPOINT)
-    checkpoint.check_belongs(state, stored_command(run_dir), run_dir)
+    state = resume_mod.read_checkpoint(run_dir)
     made_by = str(state.get("command", "train"))
     cmd = registry.COMMANDS.get(made_by)
     if cmd is None:

@@ -82,6 +82,16 @@ def merged_overrides(run_dir: Path, user: list[str]) -> list[str]:
     return base + mine + [f"resume={quote(str(run_dir))}"]
 
 
+def read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The run folder's checkpoint, checked to belong to that folder's command and run."""
+    from odecli.engine.checkpoint import check_belongs, read
+    from odecli.launch.run_folders import stored_command
+
+    state = read(run_dir / CHECKPOINT)
+    check_belongs(state, stored_command(run_dir), run_dir)
+    return state
+
+
 def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None,
           state: dict[str, Any] | None = None) -> None:
     """Refuse a resume whose config or checkpoint does not match, before anything is written.
@@ -91,7 +101,7 @@ def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None,
     from omegaconf import OmegaConf, open_dict
 
     from odecli.engine import rundir as runs
-    from odecli.engine.checkpoint import check_belongs, check_compatible, read
+    from odecli.engine.checkpoint import check_compatible
 
     keys = None if given is None else [key(o) for o in given]
     stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
@@ -101,11 +111,8 @@ def check(run_dir: Path, composed: Any, given: Sequence[str] | None = None,
     check_compatible(OmegaConf.to_container(stored, resolve=False),
                      OmegaConf.to_container(composed, resolve=False), f"resume of {run_dir}",
                      given_keys=keys)
-    from odecli.launch.run_folders import stored_command
-
     if state is None:
-        state = read(run_dir / CHECKPOINT)
-        check_belongs(state, stored_command(run_dir), run_dir)
+        state = read_checkpoint(run_dir)
     check_compatible(state["config"], OmegaConf.to_container(composed, resolve=True),
                      f"checkpoint {run_dir / CHECKPOINT}", given_keys=keys)
     done, niters = int(state["iteration"]), int(composed.train.niters)

@@ -39,15 +39,16 @@ def resume_overrides(command: str, overrides: list[str], run_dir: Path) -> list[
     changed while the job waited in the queue (an upgrade: own_values.py), and `resume=` its
     folder."""
     from odecli import registry
-    from odecli.engine.checkpoint import RESUMABLE_KEYS, read
+    from odecli.engine.checkpoint import RESUMABLE_KEYS
     from odecli.launch import own_values
     from odecli.launch.overrides import key, quote
+    from odecli.launch.resume import read_checkpoint
 
     job = [o for o in overrides if key(o) != "resume"]
     resume = f"resume={quote(str(run_dir))}"
     if not (run_dir / CHECKPOINT).is_file():  # nothing to hold: resume= starts it afresh
         return [*job, resume]
-    state = read(run_dir / CHECKPOINT)
+    state = read_checkpoint(run_dir)
     own = own_values.for_run(registry.get(command), job, state["config"], RESUMABLE_KEYS, [])
     return [*job, *own, resume]
 
