@@ -154,10 +154,13 @@ def test_presets_are_the_equations_they_name(name: str, dim: int):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["system.y0=[1.0]"], "system.y0 has 1 entries for 2 right-hand sides"),
+    (["system.y0=[1.0]"], "system.rhs has 2 right-hand side(s) but system.y0 1 entries"),
     (["system.variables=[p]"], "system.variables names 1 variables for 2"),
     (['system.rhs=["a*x", "q*y"]'], "unknown name"),
     (['system.rhs=["log(x - 1)", "y"]'], "is not finite at system.y0"),
+    # x' = x**3 from 1 reaches infinity at t = 0.5: the simulation, not training, fails
+    (['system.rhs=["x**3", "y"]', "system.params=null"],
+     "the true system 'equations' cannot be solved from y0 [1.0, 1.0] over t from 0 to"),
     (["system.params={a: abc}"], "system.params.a must be a number"),
     (['model.known.rhs=["a*x - x*y", "x*y - 3*y"]', "model.known.params={a: 1.5}",
       "model.known.network=false", "model.known.trainable=false"],

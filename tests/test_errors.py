@@ -95,14 +95,29 @@ def test_solver_failure_records_failed_status_and_keeps_what_was_made(cli, outpu
     assert (run / "loss.png").exists() and (run / "checkpoint.pt").exists()
 
 
-def test_impossible_solver_setting_fails_the_run_with_a_hint(cli, outputs):
-    res = cli("train", *FAST, "+solver.options.max_num_steps=1")
+@pytest.mark.parametrize("limit", ["+solver.options.max_num_steps=1", "solver.max_steps=1"])
+def test_impossible_solver_setting_fails_the_run_with_a_hint(cli, outputs, limit):
+    res = cli("train", *FAST, limit)
     assert res.exit_code == 1
     assert "max_num_steps" in res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: failed: solver failed")
     (run,) = run_dirs(outputs)
     assert read_metrics(run)["status"] == "failed: solver failed: max_num_steps exceeded"
+
+
+def test_adaptive_solves_have_a_step_budget_by_default():
+    # A diverged field must end the run with a message, not crawl on for hours.
+    from odecli.numerics.solve import SolverSpec
+
+    assert SolverSpec("dopri5", "direct").torchdiffeq_options() == {"max_num_steps": 20000}
+    assert SolverSpec("dopri5", "direct", max_steps=None).torchdiffeq_options() is None
+    own = SolverSpec.from_cfg({"method": "bosh3", "options": {"max_num_steps": 7}},
+                              {"name": "direct"})
+    assert own.torchdiffeq_options() == {"max_num_steps": 7}
+    assert SolverSpec("rk4", "direct", step_size=0.1).torchdiffeq_options() == {
+        "step_size": 0.1}
+    assert "max_num_steps" not in SolverSpec("scipy_solver", "adjoint").torchdiffeq_options()
 
 
 @pytest.mark.parametrize("hydra_text,extra", [

@@ -85,13 +85,17 @@ class DynamicsExperiment(Experiment):
 
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:
-        """The constructor's checks minus the true trajectory (a sweep validates every job
-        up front, and integrating the mlp system alone takes a second)."""
+        """The constructor's checks minus the true trajectory of a built-in system (a sweep
+        validates every job up front, and integrating the mlp system alone takes a second).
+        Typed equations are integrated here: one that blows up is bad input, refused before
+        a folder exists (the run reuses the solution: systems.trajectory caches it)."""
         device_mod.quiet_warnings()
         opts, _, _, _, system = checked(cfg)
         fraction, _ = data_mod.check_data(cfg.data)
         data_mod.check_windows(data_mod.observed_count(len(system.t), fraction), opts)
         ude.build(cfg.model, system.dim, system.variables)
+        if system.name == "equations":
+            system.trajectory(system.full_t())
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"field": self.field}

@@ -148,7 +148,8 @@ def _system(keys: Mapping[str, Any], *rules: Rule) -> Schema:
 def _one_per_variable(v: dict[str, Any], p: str) -> str:
     n = len(v["rhs"])
     if len(v["y0"]) != n:
-        return f"{p}y0 has {len(v['y0'])} entries for {n} right-hand sides ({p}rhs)"
+        return (f"{p}rhs has {n} right-hand side(s) but {p}y0 {len(v['y0'])} entries; "
+                f"give one initial value per equation ({p}y0=[...])")
     return f"{p}variables names {len(v['variables'])} variables for {n} right-hand sides"
 
 

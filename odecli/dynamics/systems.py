@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from odecli.dynamics import equations, schema
-from odecli.errors import ConfigError
+from odecli.errors import ConfigError, SolverError
 from odecli.fields import to_plain
 from odecli.numerics import solve
 from odecli.paths import yaml_node
@@ -135,7 +135,15 @@ class System:
         if isinstance(field, LinearField) and field.power == 1:
             # Exact: y(t) = y0 expm(A (t - t0)) in the row-vector convention.
             return y0 @ torch.linalg.matrix_exp(field.A * (t - t[0]).view(-1, 1, 1))
-        return solve.reference(field, y0, t)
+        try:
+            return solve.reference(field, y0, t)
+        except SolverError as exc:  # the user's equations, not training: say so
+            raise ConfigError(
+                f"the true system '{self.name}' cannot be solved from y0 "
+                f"{[round(v, 6) for v in y0.reshape(-1).tolist()]} over t from "
+                f"{float(t[0]):.4g} to {float(t[-1]):.4g} ({exc}): its solution blows up or "
+                f"turns stiff there; check the right-hand sides, y0 or a shorter system.t1"
+            ) from None
 
     def full_t(self) -> torch.Tensor:
         return torch.cat([self.t, self.t_extra])

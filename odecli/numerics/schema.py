@@ -29,6 +29,7 @@ SOLVER = Schema(
         "fast": Bool(),  # odecli's own step loop for adaptive Runge-Kutta (numerics/rk.py)
         "compile": Union(Bool(), Choice("auto"),
                          message="{path} must be true, false or auto, got '{value}'"),
+        "max_steps": Int(1, nullable=True),  # null: no limit
     },
     rules=[Rule(lambda v: v["method"] not in ADAPTIVE
                 or (v["rtol"] is not None and v["atol"] is not None),

@@ -21,6 +21,7 @@ from odecli.errors import ConfigError, SolverError, one_line
 from odecli.numerics import aca, rk
 from odecli.numerics.methods import (
     ADAPTIVE,
+    ADAPTIVE_RK,
     FAST_LOOP,
     FIXED_GRID,
     GRADIENTS,
@@ -51,7 +52,7 @@ class _FromYaml:
 
 
 FROM_YAML: Any = _FromYaml()
-_SOLVER_KEYS = ("rtol", "atol", "step_size", "options", "fast", "compile")
+_SOLVER_KEYS = ("rtol", "atol", "step_size", "options", "fast", "compile", "max_steps")
 _GRADIENT_KEYS = {"adjoint_rtol": "rtol", "adjoint_atol": "atol", "seminorm": "seminorm"}
 
 
@@ -72,6 +73,7 @@ class SolverSpec:
     options: dict[str, Any] = FROM_YAML
     fast: bool = FROM_YAML          # odecli's step loop (numerics/rk.py) where it applies
     compile: bool | str = FROM_YAML
+    max_steps: int | None = FROM_YAML  # an adaptive solve gives up after this many steps
     adjoint_rtol: float | None = FROM_YAML
     adjoint_atol: float | None = FROM_YAML
     seminorm: bool | None = FROM_YAML
@@ -111,8 +113,8 @@ class SolverSpec:
         if "method" not in s:
             raise ConfigError("solver.method is missing from the config")
         spec = cls(s["method"], g["name"],
-                   **{k: s[k] for k in ("rtol", "atol", "step_size", "fast", "compile")
-                      if k in s},
+                   **{k: s[k] for k in ("rtol", "atol", "step_size", "fast", "compile",
+                                        "max_steps") if k in s},
                    **{attr: g[key] for attr, key in _GRADIENT_KEYS.items() if key in g})
         method, name = spec.method, g["name"]
         options = dict((s["options"] if "options" in s else spec.options) or {})
@@ -179,6 +181,9 @@ class SolverSpec:
         options = dict(self.options)
         if self.method in FIXED_GRID and self.step_size is not None:
             options.setdefault("step_size", self.step_size)
+        if self.method in ADAPTIVE_RK and self.max_steps is not None:
+            # a field that training made stiff would otherwise be crawled through for hours
+            options.setdefault("max_num_steps", self.max_steps)
         return options or None
 
 
