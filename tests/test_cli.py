@@ -44,6 +44,7 @@ def test_list_prints_every_group_option_with_a_description(cli):
         assert f"{group}:" in res.stdout
         for name, desc in options(root, group):
             assert desc, f"{group}/{name}.yaml has no description comment"
+            assert not desc.endswith(":"), f"{group}/{name}.yaml: its first line is cut short"
             assert f"{name}" in res.stdout and desc in res.stdout
 
 
@@ -111,3 +112,10 @@ def test_python_dash_m_entry_point(cli_subprocess):
     res = cli_subprocess("list", "device")
     assert res.exit_code == 0
     assert "cuda" in res.stdout
+
+
+def test_version_prints_the_packages_version(cli):
+    from odecli.version import __version__
+
+    res = cli("--version")
+    assert res.exit_code == 0 and res.stdout.strip() == f"odecli {__version__}"

@@ -28,7 +28,23 @@ app = typer.Typer(
 
 _HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-OVERRIDES_HELP = "Hydra overrides, e.g. system=lotka solver=rk4 train.niters=500 seed=3."
+
+def _print_version(value: bool) -> None:
+    if value:
+        from odecli.version import __version__
+
+        typer.echo(f"odecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                       is_eager=True, help="Print the version and exit.")
+          ) -> None:
+    """Neural ODE experiment runner."""
+
+OVERRIDES_HELP = ("Hydra overrides: group=option or key=value (the examples above; "
+                  "`odecli list` shows every group and key).")
 MULTIRUN_HELP = "Sweep: comma-separated values run as separate jobs (system=spiral,lotka)."
 CFG_HELP = "Print the composed config (job, hydra or all) instead of running."
 OVERWRITE_HELP = ("When hydra.run.dir (or hydra.sweep.dir) already holds a run: move it aside to "

@@ -157,8 +157,17 @@ def check_compatible(stored: Mapping[str, Any], given: Mapping[str, Any], what: 
     config_differences)."""
     diffs = config_differences(stored, given, allowed, given_keys)
     if diffs:
-        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-        raise CheckpointError(f"{what} comes from an incompatible config: {diffs[0]}{more}; "
+        # what the user changed first, and a group's choice (solver.method) before the keys
+        # that follow from it (solver.atol)
+        def rank(diff: str) -> tuple[bool, bool]:
+            key = diff.partition(":")[0]
+            return (not (given_keys and _within(key, given_keys)),
+                    not key.endswith((".method", ".name")))
+
+        diffs = sorted(diffs, key=rank)
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise CheckpointError(f"{what} comes from an incompatible config: "
+                              f"{', '.join(diffs[:3])}{more}; "
                               f"only {', '.join(k for k in allowed if k != 'resume')} may change")
 
 
