@@ -18,10 +18,11 @@ import pytest
 def test_sigterm_during_a_stuck_step(tmp_path: Path):
     out = tmp_path / "outputs"
     env = {**os.environ, "ODECLI_OUTPUTS": str(out)}
-    # lr=1000 blows the field up after a step or two; the solver then crawls, never failing.
+    # lr=1000 blows the field up after a step or two; the solver then crawls, never failing
+    # without a step budget (by default solver.max_steps ends it: test_errors.py).
     proc = subprocess.Popen(
         [sys.executable, "-m", "odecli", "train", "train.lr=1000", "train.niters=50",
-         "gradient=direct", "quiet=true", "train.test_freq=1"],
+         "gradient=direct", "quiet=true", "train.test_freq=1", "solver.max_steps=null"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
