@@ -108,9 +108,12 @@ def test_impossible_solver_setting_fails_the_run_with_a_hint(cli, outputs, limit
 
 def test_adaptive_solves_have_a_step_budget_by_default():
     # A diverged field must end the run with a message, not crawl on for hours.
+    from odecli.numerics.schema import solver_defaults
     from odecli.numerics.solve import SolverSpec
 
-    assert SolverSpec("dopri5", "direct").torchdiffeq_options() == {"max_num_steps": 20000}
+    budget = solver_defaults("dopri5")["max_steps"]
+    assert isinstance(budget, int) and budget > 0
+    assert SolverSpec("dopri5", "direct").torchdiffeq_options() == {"max_num_steps": budget}
     assert SolverSpec("dopri5", "direct", max_steps=None).torchdiffeq_options() is None
     own = SolverSpec.from_cfg({"method": "bosh3", "options": {"max_num_steps": 7}},
                               {"name": "direct"})

@@ -43,6 +43,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_print_versi
           ) -> None:
     """Neural ODE experiment runner."""
 
+
 OVERRIDES_HELP = ("Hydra overrides: group=option or key=value (the examples above; "
                   "`odecli list` shows every group and key).")
 MULTIRUN_HELP = "Sweep: comma-separated values run as separate jobs (system=spiral,lotka)."

@@ -56,7 +56,6 @@ METHODS: tuple[str, ...] = tuple(m.name for m in TABLE)
 ADAPTIVE: tuple[str, ...] = tuple(m.name for m in TABLE if m.adaptive)
 FIXED_GRID: tuple[str, ...] = tuple(m.name for m in TABLE if not m.adaptive)
 FAST_LOOP: tuple[str, ...] = tuple(m.name for m in TABLE if m.fast_loop)
-ADAPTIVE_RK: tuple[str, ...] = tuple(m.name for m in TABLE if m.kind == ADAPTIVE_RK_KIND)
 REPLAYABLE: tuple[str, ...] = tuple(m.name for m in TABLE if m.replayable)
 FIXED_RK: tuple[str, ...] = tuple(m.name for m in TABLE if m.kind == FIXED_RK_KIND)
 

@@ -21,7 +21,6 @@ from odecli.errors import ConfigError, SolverError, one_line
 from odecli.numerics import aca, rk
 from odecli.numerics.methods import (
     ADAPTIVE,
-    ADAPTIVE_RK,
     FAST_LOOP,
     FIXED_GRID,
     GRADIENTS,
@@ -181,8 +180,9 @@ class SolverSpec:
         options = dict(self.options)
         if self.method in FIXED_GRID and self.step_size is not None:
             options.setdefault("step_size", self.step_size)
-        if self.method in ADAPTIVE_RK and self.max_steps is not None:
-            # a field that training made stiff would otherwise be crawled through for hours
+        if self.method in FAST_LOOP and self.max_steps is not None:
+            # FAST_LOOP: the adaptive Runge-Kutta methods, whose loops count steps; a field
+            # that training made stiff would otherwise be crawled through for hours
             options.setdefault("max_num_steps", self.max_steps)
         return options or None
 
