@@ -225,7 +225,10 @@ def sample_cmd(
     "Prints the recovered equations (under model.known: the missing term the network "
     "learned) and writes recover.json (terms, coefficients, R^2 against the network, and "
     "where the truth is known each coefficient's error and any spurious term) and "
-    "recover.png (the recovered system's trajectory against the data) into RUN, or --out.\n\n"
+    "recover.png (the recovered system's trajectory against the data) into RUN, or --out. "
+    "The coefficients kept are then refitted to the observed trajectories themselves "
+    "(L-BFGS through the solver; --no-refit skips it), which pins them to the data rather "
+    "than to the network's rates.\n\n"
     "Example: odecli recover outputs/train/2025-01-31/10-00-00-000000_lotka --degree 3"))
 def recover_cmd(
     run: str = typer.Argument(..., help="The train run folder.", show_default=False),
@@ -238,11 +241,13 @@ def recover_cmd(
                             "recover.png (default: RUN)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing "
                                    "recover.json and recover.png there."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit the kept "
+                               "coefficients to the observed trajectories."),
 ) -> None:
     def work() -> None:
         from odecli.cli.recover import recover_run, report
 
-        summary, path = recover_run(run, degree, threshold, out, overwrite)
+        summary, path = recover_run(run, degree, threshold, out, overwrite, refit)
         typer.echo(report(summary, path))
 
     _guarded(work)

@@ -35,7 +35,7 @@ def outputs(run_dir: Path, out: str | None, overwrite: bool) -> tuple[Path, Path
 
 
 def recover_run(run: str, degree: int, threshold: float, out: str | None = None,
-                overwrite: bool = False) -> tuple[dict[str, Any], Path]:
+                overwrite: bool = False, refit: bool = True) -> tuple[dict[str, Any], Path]:
     """Recover a run's equations; returns recover.json's content and its path."""
     from odecli import api
     from odecli.dynamics import recover, recovery
@@ -54,7 +54,7 @@ def recover_run(run: str, degree: int, threshold: float, out: str | None = None,
         raise CheckpointError(f"{run} has no {rundir.CHECKPOINT}: the run stopped before "
                               "its first checkpoint, so there is no field to recover")
     summary_path, figure_path = outputs(run_dir, out, overwrite)
-    result = recovery.Recovery(api.load(run_dir).experiment, degree, threshold)
+    result = recovery.Recovery(api.load(run_dir).experiment, degree, threshold, refit)
     summary = result.summary()
     summary_path.parent.mkdir(exist_ok=True)
     result.figure(figure_path)
@@ -63,7 +63,8 @@ def recover_run(run: str, degree: int, threshold: float, out: str | None = None,
 
 
 def report(s: dict[str, Any], summary_path: Path) -> str:
-    """What the command prints: the equations, the fit, the truth's verdict, the files."""
+    """What the command prints: the equations, the fit, the truth's verdict, the refit, the
+    trajectories, the files."""
     lines = [f"recovered ({s['regressed']}, degree {s['library']['degree']}, threshold "
              f"{s['optimizer']['threshold']}; {s['sampled']}):"]
     lines += [f"  {e}" for e in s["equations"]]
@@ -73,18 +74,47 @@ def report(s: dict[str, Any], summary_path: Path) -> str:
     if truth and "coefficients" in truth:
         lines.append("truth:")
         lines += [f"  {e}" for e in truth["equations"]]
-        spur = (f"largest spurious term {truth['max_spurious']:.3g}" if truth["spurious"]
-                else "no spurious term")
-        lines.append(f"  largest coefficient error {100 * truth['max_rel_error']:.2f}%, "
-                     f"{spur}" + (f", {len(truth['missed'])} true term(s) missed"
-                                  if truth["missed"] else ""))
+        lines.append(f"  recovered: {_verdict(truth)}")
     if "note" in s:
         lines.append(f"note: {s['note']}")
-    tr = s["trajectory"]
-    if tr["diverged"]:
-        lines.append("the recovered system's trajectory diverged from the data's start")
-    elif tr.get("error_rel") is not None:
-        lines.append(f"trajectory error_rel: recovered {tr['error_rel']:.4g}, network "
-                     f"{tr['network_error_rel']:.4g}")
+    ref = s.get("refit")
+    if ref and "failed" in ref:
+        lines.append(f"not refitted to the data: {ref['failed']}")
+    elif ref:
+        lines.append(f"refitted to the observed trajectories ({ref['evaluations']} solves, "
+                     f"{ref['seconds']:.1f} s; mean squared scaled error "
+                     f"{ref['loss_before']:.4g} -> {ref['loss_after']:.4g}):")
+        lines += [f"  {e}" for e in ref["equations"]]
+        if "truth" in ref:
+            lines.append(f"  refitted: {_verdict(ref['truth'])}")
+        if "stopped" in ref:
+            lines.append(f"  the search stopped early: {ref['stopped']}")
+    lines += _trajectories(s["trajectory"])
     lines.append(f"wrote {summary_path} and {summary_path.with_name(s['figure'])}")
     return "\n".join(lines)
+
+
+def _verdict(truth: dict[str, Any]) -> str:
+    spur = (f"largest spurious term {truth['max_spurious']:.3g}" if truth["spurious"]
+            else "no spurious term")
+    return (f"largest coefficient error {100 * truth['max_rel_error']:.2f}%, {spur}"
+            + (f", {len(truth['missed'])} true term(s) missed" if truth["missed"] else ""))
+
+
+def _trajectories(tr: dict[str, Any]) -> list[str]:
+    """The trajectory errors, one line per window: the training span, then the
+    extrapolation window or the held-out part where the run has one."""
+    if tr["diverged"]:
+        return ["the recovered system's trajectory diverged from the data's start"]
+    out = []
+    for window, key in (("training span", "error_rel"),
+                        ("after the span", "extrap_error_rel"),
+                        ("held out", "heldout_error_rel")):
+        if tr.get(key) is None:
+            continue
+        cells = [f"recovered {tr[key]:.4g}"]
+        for who in ("refitted", "network"):
+            if tr.get(f"{who}_{key}") is not None:
+                cells.append(f"{who} {tr[f'{who}_{key}']:.4g}")
+        out.append(f"trajectory error_rel, {window}: " + ", ".join(cells))
+    return out

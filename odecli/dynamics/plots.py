@@ -126,13 +126,16 @@ def training_gif(path: Path, y_true: np.ndarray, frames: Sequence[tuple[int, np.
 
 
 RECOVERED_STYLE = {"color": "tab:red", "lw": 1.4, "label": "recovered equations"}
+REFITTED_STYLE = {"color": "black", "lw": 1.0, "ls": ":", "label": "refitted to the data"}
 
 
 def recovered(path: Path, variables: Sequence[str], t: np.ndarray, y_true: np.ndarray,
               y_rec: np.ndarray | None, y_net: np.ndarray | None, t_obs: np.ndarray,
-              obs: np.ndarray, n_train: int, title: str) -> None:
-    """`odecli recover` on a simulated system: the recovered equations' trajectory against
-    the data, the truth and the network, from the true initial state."""
+              obs: np.ndarray, n_train: int, title: str,
+              y_refit: np.ndarray | None = None) -> None:
+    """`odecli recover` on a simulated system: the recovered equations' trajectory (and
+    the refitted one's) against the data, the truth and the network, from the true initial
+    state."""
     plt = pyplot()
     dim = len(variables)
     fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
@@ -143,6 +146,8 @@ def recovered(path: Path, variables: Sequence[str], t: np.ndarray, y_true: np.nd
             ax.plot(t, y_net[:, i], **{**LEARNED_STYLE, "label": "network"})
         if y_rec is not None:
             ax.plot(t, y_rec[:, i], **RECOVERED_STYLE)
+        if y_refit is not None:
+            ax.plot(t, y_refit[:, i], **REFITTED_STYLE)
         _split_mark(ax, float(t[n_train - 1]) if len(t) > n_train else None)
         ax.set_ylabel(variables[i])
     axes[0, 0].set_title(title if y_rec is not None else f"{title} (recovered: diverged)")
@@ -155,7 +160,8 @@ def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
                     curves: Sequence[Any], y_rec: Sequence[np.ndarray | None],
                     y_net: Sequence[np.ndarray],
                     n_train: int, title: str, notice: str | None = None,
-                    most: int = 6) -> None:
+                    most: int = 6,
+                    y_refit: Sequence[np.ndarray | None] | None = None) -> None:
     """`odecli recover` on a data file: per trajectory part (training solid markers,
     held-out hollow), the data, and the network and the recovered equations on the fine
     grids of `curves` (one per part)."""
@@ -175,6 +181,9 @@ def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
             if y_rec[k] is not None:
                 ax.plot(curves[k].t, y_rec[k][:, i], color=c, lw=1.6,
                         label="recovered equations" if i == 0 and k == 0 else None)
+            if y_refit is not None and y_refit[k] is not None:
+                ax.plot(curves[k].t, y_refit[k][:, i], color="black", lw=1.0, ls=":",
+                        label=REFITTED_STYLE["label"] if i == 0 and k == 0 else None)
     for i, ax in enumerate(axes[:, 0]):
         ax.set_ylabel(variables[i])
     axes[0, 0].set_title(title)

@@ -99,10 +99,22 @@ def fit(y: np.ndarray, rates: np.ndarray, names: Sequence[str], degree: int,
     opt.fit(theta / col, rates / rate)
     coef = np.asarray(opt.coef_, dtype=np.float64).reshape(y.shape[1], -1)
     coef = coef * rate[:, None] / col[None, :]
+    powers = np.asarray(lib.powers_)
+    return Fit(list(lib.get_feature_names(list(names))), powers, coef,
+               _r2(theta, rates, coef))
+
+
+def with_coef(result: Fit, coef: np.ndarray, y: np.ndarray, rates: np.ndarray) -> Fit:
+    """The same terms with other coefficients (a refit), R^2 against the same rates."""
+    theta = np.prod(y[:, None, :] ** result.powers[None], axis=-1)
+    return Fit(result.terms, result.powers, np.asarray(coef, dtype=np.float64),
+               _r2(theta, rates, coef))
+
+
+def _r2(theta: np.ndarray, rates: np.ndarray, coef: np.ndarray) -> list[float]:
     res = ((rates - theta @ coef.T) ** 2).sum(0)
     tot = ((rates - rates.mean(0)) ** 2).sum(0)
-    r2 = [float(1 - r / s) if s > 0 else float("nan") for r, s in zip(res, tot, strict=True)]
-    return Fit(list(lib.get_feature_names(list(names))), np.asarray(lib.powers_), coef, r2)
+    return [float(1 - r / s) if s > 0 else float("nan") for r, s in zip(res, tot, strict=True)]
 
 
 # --------------------------------------------------------------------------- the truth

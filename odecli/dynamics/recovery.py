@@ -17,30 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from odecli.dynamics import recover, tabular, ude
+from odecli.dynamics import recover, refit, tabular, ude
 from odecli.errors import ConfigError, SolverError
 from odecli.numerics import solve
 
 FIGURE = "recover.png"
 FEW = 5  # samples per library term below which recover.json warns the fit is thin
-# The recovered system's trajectory: tight enough to compare with the data, bounded work.
-SOLVER = solve.SolverSpec("dopri5", "direct", rtol=1e-7, atol=1e-9,
-                          options={"max_num_steps": 20000}, fast=False)
-
-
-class PolynomialField(nn.Module):
-    """dy/dt = theta(y) @ coef.T (+ known equations): the recovered system, for `solve`."""
-
-    def __init__(self, result: recover.Fit, known: nn.Module | None = None) -> None:
-        super().__init__()
-        self.register_buffer("powers", torch.as_tensor(result.powers, dtype=torch.float64))
-        self.register_buffer("coef", torch.as_tensor(result.coef, dtype=torch.float64))
-        self.known = known
-
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        theta = torch.prod(y.unsqueeze(-2) ** self.powers, dim=-1)
-        out = theta @ self.coef.T
-        return out if self.known is None else out + self.known(t, y).to(out.dtype)
+SOLVER = refit.SOLVER
+PolynomialField = refit.PolynomialField
 
 
 @dataclass
@@ -150,7 +134,8 @@ class Recovery:
     """A run's recovered equations, their comparison with the truth and with the data."""
 
     def __init__(self, exp: Any, degree: int = recover.DEFAULT_DEGREE,
-                 threshold: float = recover.DEFAULT_THRESHOLD) -> None:
+                 threshold: float = recover.DEFAULT_THRESHOLD, refit_to_data: bool = True
+                 ) -> None:
         recover.check_options(degree, threshold)
         recover.pysindy()
         self.exp, self.degree, self.threshold = exp, degree, threshold
@@ -158,11 +143,40 @@ class Recovery:
         self.target = target(exp)
         self.fit = recover.fit(self.target.y, self.target.rates, self.variables, degree,
                                threshold)
-        self.field = PolynomialField(self.fit, self.target.known)
+        self.field = PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
+        # SINDy's values refitted to the observed trajectories (refit.py says why)
+        self.refit: refit.Result | None = None
+        self.refitted: recover.Fit | None = None
+        self.refitted_field: PolynomialField | None = None
+        self.refit_failed: str | None = None
+        if refit_to_data and self.fit.coef.any():
+            fld = PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
+            try:
+                self.refit = refit.fit_to_data(fld, self._observed())
+            except SolverError as e:  # SINDy's system itself fails over the data
+                self.refit_failed = str(e)
+            else:
+                self.refitted = recover.with_coef(self.fit, self.refit.coef, self.target.y,
+                                                  self.target.rates)
+                self.refitted_field = fld
         self.truth = self._truth()
-        self.comparison = (None if self.truth is None or any(p is None for p in self.truth)
-                           else recover.compare(self.fit, self.truth, self.variables))
+        known_truth = self.truth is not None and all(p is not None for p in self.truth)
+        self.comparison = (recover.compare(self.fit, self.truth, self.variables)
+                           if known_truth else None)
+        self.refit_comparison = (recover.compare(self.refitted, self.truth, self.variables)
+                                 if known_truth and self.refitted is not None else None)
         self.paths = self._trajectories()
+
+    def _observed(self) -> list[refit.Trajectory]:
+        """What the refit matches: each training trajectory's observations, from the start
+        the network's rollouts use (data units)."""
+        exp = self.exp
+        if self.file_run:
+            return [refit.Trajectory(p.start_t, p.start_y, p.t, p.y) for p in exp.split.train]
+        return [refit.Trajectory(float(exp.t_full[0]),
+                                 exp.truth[0].detach().double().cpu().numpy(),
+                                 exp.obs.t.detach().double().cpu().numpy(),
+                                 exp.obs.y.detach().double().cpu().numpy())]
 
     @property
     def file_run(self) -> bool:
@@ -204,14 +218,22 @@ class Recovery:
             net, _ = exp.rollout_parts(parts)
             n = len(exp.split.train)
             fine = [dense(q) for q in parts]  # the figure's curves, between the rows
-            return {"parts": parts, "recovered": rec, "network": net, "n_train": n,
-                    "dense": fine, "dense_recovered": rollout_parts(self.field, fine),
-                    "dense_network": exp.rollout_parts(fine)[0],
-                    "error_rel": _part_error(rec[:n], parts[:n], exp.scale),
-                    "heldout_error_rel": _part_error(rec[n:], parts[n:], exp.scale),
-                    "network_error_rel": _part_error(list(net[:n]), parts[:n], exp.scale),
-                    "network_heldout_error_rel": _part_error(list(net[n:]), parts[n:],
-                                                             exp.scale)}
+            out = {"parts": parts, "recovered": rec, "network": net, "n_train": n,
+                   "dense": fine, "dense_recovered": rollout_parts(self.field, fine),
+                   "dense_network": exp.rollout_parts(fine)[0],
+                   "error_rel": _part_error(rec[:n], parts[:n], exp.scale),
+                   "heldout_error_rel": _part_error(rec[n:], parts[n:], exp.scale),
+                   "network_error_rel": _part_error(list(net[:n]), parts[:n], exp.scale),
+                   "network_heldout_error_rel": _part_error(list(net[n:]), parts[n:],
+                                                            exp.scale)}
+            if self.refitted_field is not None:
+                ref = rollout_parts(self.refitted_field, parts)
+                out.update(refitted=ref,
+                           dense_refitted=rollout_parts(self.refitted_field, fine),
+                           refitted_error_rel=_part_error(ref[:n], parts[:n], exp.scale),
+                           refitted_heldout_error_rel=_part_error(ref[n:], parts[n:],
+                                                                  exp.scale))
+            return out
         t = exp.t_full.detach().double().cpu().numpy()
         truth = exp.truth.detach().double().cpu().numpy()
         rec = integrate(self.field, truth[0], t)
@@ -226,22 +248,30 @@ class Recovery:
             return float(np.sqrt(e[:n].mean())) / exp.scale, extra
 
         (er, ex), (ner, nex) = errors(rec), errors(net)
-        return {"t": t, "truth": truth, "recovered": rec, "network": net, "n_train": n,
-                "obs_t": exp.obs.t.detach().double().cpu().numpy(),
-                "obs_y": exp.obs.y.detach().double().cpu().numpy(),
-                "error_rel": er, "extrap_error_rel": ex, "network_error_rel": ner,
-                "network_extrap_error_rel": nex}
+        out = {"t": t, "truth": truth, "recovered": rec, "network": net, "n_train": n,
+               "obs_t": exp.obs.t.detach().double().cpu().numpy(),
+               "obs_y": exp.obs.y.detach().double().cpu().numpy(),
+               "error_rel": er, "extrap_error_rel": ex, "network_error_rel": ner,
+               "network_extrap_error_rel": nex}
+        if self.refitted_field is not None:
+            ref = integrate(self.refitted_field, truth[0], t)
+            fer, fex = errors(ref)
+            out.update(refitted=ref, refitted_error_rel=fer, refitted_extrap_error_rel=fex)
+        return out
 
     # -- reporting ---------------------------------------------------------------------
-    def equations(self) -> list[str]:
-        """One line per variable: the recovered right-hand side (known part first)."""
+    def equations(self, fit: recover.Fit | None = None, label: str = "recovered"
+                  ) -> list[str]:
+        """One line per variable: the recovered right-hand side (known part first); `fit`:
+        another set of coefficients for the same terms (the refitted ones)."""
+        fit = self.fit if fit is None else fit
         out = []
         known = (None if self.target.known is None
                  else [str(e) for e in recover.substituted(self.target.known)])
         for i, v in enumerate(self.variables):
-            rhs = self.fit.equation(i)
+            rhs = fit.equation(i)
             if known is not None:
-                rhs = f"[known: {known[i]}] + [recovered: {rhs}]"
+                rhs = f"[known: {known[i]}] + [{label}: {rhs}]"
             out.append(f"{v}' = {rhs}")
         return out
 
@@ -267,6 +297,7 @@ class Recovery:
             "r2_min": float(min(self.fit.r2)),
             "trajectory": {"diverged": _diverged(p["recovered"]),
                            **{k: _finite(p[k]) for k in traj_keys}},
+            "refit": self._refit_summary(),
             "figure": FIGURE,
         }
         if len(self.target.y) < FEW * len(self.fit.terms):
@@ -284,6 +315,27 @@ class Recovery:
                                     "states: no coefficient to compare")
         return out
 
+    def _refit_summary(self) -> dict[str, Any] | None:
+        if self.refit_failed is not None:
+            return {"method": refit.METHOD, "failed": self.refit_failed}
+        if self.refit is None or self.refitted is None:
+            return None
+        r, fit = self.refit, self.refitted
+        out: dict[str, Any] = {
+            "method": refit.METHOD,
+            "equations": self.equations(fit, "refitted"),
+            "coefficients": {v: fit.coefficients(i) for i, v in enumerate(self.variables)},
+            "r2": dict(zip(self.variables, fit.r2, strict=True)),
+            "loss_before": r.loss_before, "loss_after": r.loss_after,
+            "evaluations": r.evaluations, "seconds": round(r.seconds, 2),
+            "diverged": _diverged(self.paths.get("refitted")),
+        }
+        if r.stopped:
+            out["stopped"] = r.stopped
+        if self.refit_comparison is not None:
+            out["truth"] = self.refit_comparison
+        return out
+
     def figure(self, path: Path) -> None:
         from odecli.dynamics import plots
 
@@ -291,10 +343,12 @@ class Recovery:
         if self.file_run:
             plots.recovered_parts(path, self.variables, p["parts"], p["dense"],
                                   p["dense_recovered"], p["dense_network"], p["n_train"], title,
-                                  getattr(self.exp, "citation", None))
+                                  getattr(self.exp, "citation", None),
+                                  y_refit=p.get("dense_refitted"))
         else:
             plots.recovered(path, self.variables, p["t"], p["truth"], p["recovered"],
-                            p["network"], p["obs_t"], p["obs_y"], p["n_train"], title)
+                            p["network"], p["obs_t"], p["obs_y"], p["n_train"], title,
+                            y_refit=p.get("refitted"))
 
 
 def _diverged(paths: Any) -> bool:

@@ -65,16 +65,18 @@ class TrainedSystem(TrainedModel):
         out = self.numpy(self.experiment.velocity(float(t), yy))
         return out[0] if single else out
 
-    def recover(self, degree: int | None = None, threshold: float | None = None) -> Any:
+    def recover(self, degree: int | None = None, threshold: float | None = None,
+                refit: bool = True) -> Any:
         """Equations back from the learned field (PySINDy; `pip install odecli[recover]`):
         a sparse polynomial fit of the field at the data's states (under model.known, of
-        the network's part alone), as `odecli recover` makes it: `.equations()`,
+        the network's part alone), its kept coefficients then refitted to the observed
+        trajectories (`refit=False`: not), as `odecli recover` makes it: `.equations()`,
         `.summary()` (recover.json's content), `.figure(path)`."""
         from odecli.dynamics import recover, recovery
 
         return recovery.Recovery(
             self.experiment, recover.DEFAULT_DEGREE if degree is None else degree,
-            recover.DEFAULT_THRESHOLD if threshold is None else threshold)
+            recover.DEFAULT_THRESHOLD if threshold is None else threshold, refit)
 
     def _check_dim(self, y: Any, name: str) -> None:
         if y.shape[-1] != self.dim:
