@@ -59,6 +59,18 @@ def test_run_into_a_given_folder_and_resume_it(tmp_path, outputs):
     assert more.run_dir == folder.resolve() and more.metrics["iterations"] == 6
 
 
+def test_a_given_folder_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """The write check read the quoted hydra.run.dir odecli.run passes on as a relative
+    path, and left an empty folder named "'" in the working directory."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    folder = tmp_path / "it's mine"
+    r = odecli.run("train", [*FAST, "plots.enabled=false"], run_dir=folder)
+    assert r.run_dir == folder.resolve() and (folder / "metrics.json").is_file()
+    assert list(cwd.iterdir()) == []
+
+
 def test_compose_checks_like_the_cli_and_writes_nothing(outputs):
     cfg = odecli.compose("train", ["system=lotka", "train.lr=0.1"])
     assert cfg.system.name == "lotka" and cfg.train.lr == 0.1 and "hydra" not in cfg

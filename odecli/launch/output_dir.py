@@ -40,7 +40,7 @@ def check_writable(overrides: list[str], multirun: bool) -> None:
     root = outputs_root()
     for o in overrides:
         if ov.key(o) == key:
-            root = static_prefix(o.split("=", 1)[1])
+            root = static_prefix(ov.parsed_value(o))
     made = [p for p in (root, *root.parents) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,17 @@ def value(overrides: list[str], name: str) -> str | None:
     return found
 
 
+def parsed_value(override: str) -> str:
+    """An override's value as Hydra reads it: quotes and escapes undone (a quoted path as
+    odecli.run and resume= write them), interpolations such as ${now:...} left as text."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return str(OverridesParser.create().parse_override(override).value())
+    except Exception:  # noqa: BLE001 - Hydra reports the bad override itself, later
+        return override.split("=", 1)[1]
+
+
 def keys(overrides: list[str]) -> set[str]:
     return {key(o) for o in overrides}
 
