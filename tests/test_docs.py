@@ -4,6 +4,7 @@ configuration reference lists every key with its type, range and default."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -187,3 +188,25 @@ def test_the_nav_lists_every_page_and_every_page_exists():
     generated = set(reference.generators())
     assert sorted(set(nav) - written - generated) == []  # no dead entry
     assert sorted((written | generated) - set(nav)) == []  # no page the reader cannot reach
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_every_relative_link_of_a_written_page_resolves_as_read_raw():
+    """A page read as it is (GitHub, an editor) links files that exist, or a reference page
+    made from the code at build time (no file holds it); the results page has its file,
+    benchmarks/RESULTS.md, and the site's hook points that link at the generated page."""
+    docs = ROOT / "docs"
+    only_built = {docs / p for p in reference.generators() if p != "results.md"}
+    dead = []
+    for page in docs.rglob("*.md"):
+        for target in LINK.findall(page.read_text()):
+            if "://" in target or target.startswith(("mailto:", "/")):
+                continue
+            path = Path(os.path.normpath(page.parent / target))
+            if not path.exists() and path not in only_built:
+                dead.append(f"{page.relative_to(ROOT)}: {target}")
+    assert dead == []
+    assert reference.site_links("[r](../benchmarks/RESULTS.md#x) [s](../../benchmarks/"
+                                "RESULTS.md)") == "[r](results.md#x) [s](../results.md)"

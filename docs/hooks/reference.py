@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,21 @@ def pages() -> dict[str, str]:
     return {path: make() for path, make in generators().items()}
 
 
+# A page links benchmarks/RESULTS.md by its path in the repository, which works where the
+# markdown is read as it is (GitHub, an editor); on the site that file is results.md.
+RESULTS_LINK = re.compile(r"\]\(((?:\.\./)+)benchmarks/RESULTS\.md")
+
+
+def site_links(markdown: str) -> str:
+    """Links to ../benchmarks/RESULTS.md (from any depth) pointed at the site's results.md."""
+    return RESULTS_LINK.sub(lambda m: "](" + m.group(1)[3:] + "results.md", markdown)
+
+
 # ----------------------------------------------------------------------- the MkDocs hook
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    return site_links(markdown)
+
 
 def on_files(files: Any, config: Any) -> Any:
     from mkdocs.structure.files import File
