@@ -109,7 +109,7 @@ def test_a_failed_refit_is_recorded_and_the_recovery_still_reported(tmp_path, mo
     model = odecli.run("train", ["system=lotka", *FAST, "plots.enabled=false"],
                        run_dir=tmp_path / "run").model
 
-    def fails(field, data):
+    def fails(field, data, quiet=True):
         raise SolverError("the recovered system cannot be solved over the data: x", "")
 
     monkeypatch.setattr(recovery.refit, "fit_to_data", fails)

@@ -54,7 +54,8 @@ def recover_run(run: str, degree: int, threshold: float, out: str | None = None,
         raise CheckpointError(f"{run} has no {rundir.CHECKPOINT}: the run stopped before "
                               "its first checkpoint, so there is no field to recover")
     summary_path, figure_path = outputs(run_dir, out, overwrite)
-    result = recovery.Recovery(api.load(run_dir).experiment, degree, threshold, refit)
+    result = recovery.Recovery(api.load(run_dir).experiment, degree, threshold, refit,
+                               quiet=False)
     summary = result.summary()
     summary_path.parent.mkdir(exist_ok=True)
     result.figure(figure_path)

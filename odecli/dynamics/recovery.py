@@ -134,8 +134,8 @@ class Recovery:
     """A run's recovered equations, their comparison with the truth and with the data."""
 
     def __init__(self, exp: Any, degree: int = recover.DEFAULT_DEGREE,
-                 threshold: float = recover.DEFAULT_THRESHOLD, refit_to_data: bool = True
-                 ) -> None:
+                 threshold: float = recover.DEFAULT_THRESHOLD, refit_to_data: bool = True,
+                 quiet: bool = True) -> None:
         recover.check_options(degree, threshold)
         recover.pysindy()
         self.exp, self.degree, self.threshold = exp, degree, threshold
@@ -152,7 +152,7 @@ class Recovery:
         if refit_to_data and self.fit.coef.any():
             fld = PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
             try:
-                self.refit = refit.fit_to_data(fld, self._observed())
+                self.refit = refit.fit_to_data(fld, self._observed(), quiet)
             except SolverError as e:  # SINDy's system itself fails over the data
                 self.refit_failed = str(e)
             else:

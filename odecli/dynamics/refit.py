@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from odecli.engine.progress import progress
 from odecli.errors import SolverError
 from odecli.numerics import solve
 
@@ -85,8 +87,15 @@ class _Failed(Exception):
     pass
 
 
-def fit_to_data(field: PolynomialField, data: list[Trajectory]) -> Result:
-    """Refit `field`'s nonzero coefficients to `data`; `field` ends at the best values."""
+def fit_to_data(field: PolynomialField, data: list[Trajectory], quiet: bool = True
+                ) -> Result:
+    """Refit `field`'s nonzero coefficients to `data`; `field` ends at the best values.
+    `quiet=False`: a progress bar of the solves (on a terminal)."""
+    with progress(MAX_EVALS, "refit", quiet) as bar:
+        return _fit(field, data, bar)
+
+
+def _fit(field: PolynomialField, data: list[Trajectory], bar: Any) -> Result:
     start = time.perf_counter()
     ys = np.concatenate([d.y for d in data])
     spread = np.nanstd(ys, axis=0) if np.isfinite(ys).any() else np.ones(ys.shape[1])
@@ -120,6 +129,7 @@ def fit_to_data(field: PolynomialField, data: list[Trajectory]) -> Result:
             raise _Failed("the refitted system's trajectory is not finite")
         if float(value.detach()) < best["loss"]:
             best["loss"], best["values"] = float(value.detach()), field.values.detach().clone()
+        bar.update(evals, loss=best["loss"])
         return value
 
     opt = torch.optim.LBFGS([field.values], lr=1.0, max_iter=MAX_ITERS, max_eval=MAX_EVALS,
@@ -156,5 +166,6 @@ def fit_to_data(field: PolynomialField, data: list[Trajectory]) -> Result:
             p.requires_grad_(True)
         with torch.no_grad():
             field.values.copy_(best["values"])
+    bar.update(MAX_EVALS, loss=best["loss"], solves=evals)  # done: converged or at the bound
     return Result(field.coef.detach().cpu().numpy(), before, best["loss"], evals,
                   time.perf_counter() - start, stopped)
