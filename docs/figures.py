@@ -39,7 +39,12 @@ RUNS: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
      ("test_accuracy", "wall_seconds")),
     ("cde", [], {"confusion.png": "cde_confusion.png", "curves.png": "cde_curves.png"},
      ("test_accuracy", "wall_seconds")),
+    # recover.png: `odecli recover RUN` on the run (RECOVER below)
+    ("train", ["experiment=lotka_ude", "system.t1=5", "system.data_size=100",
+               "system.extrapolate=1.0"], {"recover.png": "recover_ude.png"},
+     ("missing_term_error_rel", "extrap_error_rel", "wall_seconds")),
 ]
+RECOVER = "recover.png"  # a figure of `odecli recover` on the run, not of the run itself
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{line} ...", flush=True)
             run = odecli.run(command, [*overrides, "quiet=true"], run_dir=Path(tmp) / str(i))
             metrics = {k: run.metrics.get(k) for k in keys if k in run.metrics}
+            if RECOVER in figures:
+                rec = run.model.recover()
+                rec.figure(run.run_dir / RECOVER)
+                line += "; odecli recover RUN"
+                metrics["refitted_extrap_error_rel"] = rec.summary()["trajectory"][
+                    "refitted_extrap_error_rel"]
             for src, dst in figures.items():
                 shutil.copyfile(run.run_dir / src, IMG / dst)
                 record[dst] = {"command": line, "metrics": metrics,

@@ -34,7 +34,7 @@ def test_perturbed_coefficients_go_back_to_the_truth_and_zeros_stay_zero():
     assert np.allclose(res.coef, TRUE, atol=2e-4)
     assert (res.coef[TRUE == 0] == 0).all()  # the sparsity pattern is kept
     assert np.allclose(field.coef.numpy(), res.coef)  # the field ends at the refit
-    assert res.evaluations <= refit.MAX_EVALS + 1
+    assert res.evaluations <= refit.MAX_EVALS
 
 
 def test_missing_cells_and_known_equations_are_respected():
@@ -57,6 +57,14 @@ def test_missing_cells_and_known_equations_are_respected():
     assert np.allclose(res.coef[:, 4], [-1.0, 1.0], atol=2e-4)
     assert known.ac.tolist() == [1.5, -3.0] and known.ac.requires_grad
     assert not field.values.requires_grad
+
+
+def test_the_solve_budget_is_a_hard_bound_and_the_best_values_are_kept(monkeypatch):
+    monkeypatch.setattr(refit, "MAX_EVALS", 4)
+    wrong = TRUE * np.array([[1, 1.03, 1, 1, 0.97, 1], [1, 1, 1.02, 1, 1.04, 1]])
+    res = refit.fit_to_data(refit.PolynomialField(POWERS, wrong), [lotka_data()])
+    assert res.evaluations == 4 and res.stopped == "the budget of 4 solves was spent"
+    assert res.loss_after < res.loss_before  # the line search's first steps already helped
 
 
 def test_a_recovered_system_that_blows_up_is_one_line():
@@ -83,6 +91,8 @@ def test_recover_json_carries_the_refit_and_no_refit_leaves_it_out(cli, tmp_path
     assert ref["equations"][0].startswith("x' = ")
     assert set(ref["truth"]["coefficients"]["x"]) == {"x", "x y"}
     assert {"refitted_error_rel", "refitted_extrap_error_rel"} <= set(s["trajectory"])
+    res = cli("recover", str(run), "--out", "")
+    assert res.exit_code == 2 and "--out is empty" in res.stderr
     res = cli("recover", str(run), "--out", str(tmp_path / "b"), "--no-refit")
     assert res.exit_code == 0, res.stderr
     s = json.loads((tmp_path / "b" / "recover.json").read_text())

@@ -21,6 +21,8 @@ def outputs(run_dir: Path, out: str | None, overwrite: bool) -> tuple[Path, Path
     files that exist unless `overwrite`."""
     from odecli.dynamics.recovery import FIGURE
 
+    if out is not None and not out.strip():
+        raise OdecliError("--out is empty; give a folder (or leave --out out: the run folder)")
     folder = run_dir if out is None else Path(out).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise OdecliError(f"--out {out} is a file; give a folder")

@@ -125,7 +125,7 @@ def training_gif(path: Path, y_true: np.ndarray, frames: Sequence[tuple[int, np.
     plt.close(fig)
 
 
-RECOVERED_STYLE = {"color": "tab:red", "lw": 1.4, "label": "recovered equations"}
+RECOVERED_STYLE = {"color": "tab:red", "lw": 1.4, "label": "recovered equations (SINDy)"}
 REFITTED_STYLE = {"color": "black", "lw": 1.0, "ls": ":", "label": "refitted to the data"}
 
 
@@ -135,11 +135,14 @@ def recovered(path: Path, variables: Sequence[str], t: np.ndarray, y_true: np.nd
               y_refit: np.ndarray | None = None) -> None:
     """`odecli recover` on a simulated system: the recovered equations' trajectory (and
     the refitted one's) against the data, the truth and the network, from the true initial
-    state."""
+    state; below, each one's distance from the truth on a log scale, where curves that
+    overlap in the panels above come apart."""
     plt = pyplot()
     dim = len(variables)
-    fig, axes = plt.subplots(dim, 1, figsize=(7, 2.2 * dim), sharex=True, squeeze=False)
-    for i, ax in enumerate(axes[:, 0]):
+    fig, axes = plt.subplots(dim + 1, 1, figsize=(7, 2.2 * (dim + 1)), sharex=True,
+                             squeeze=False)
+    split = float(t[n_train - 1]) if len(t) > n_train else None
+    for i, ax in enumerate(axes[:dim, 0]):
         ax.scatter(t_obs, obs[:, i], s=5, color="tab:orange", alpha=0.6, label="data")
         ax.plot(t, y_true[:, i], **{**TRUE_STYLE, "lw": 1.2})
         if y_net is not None:
@@ -148,10 +151,25 @@ def recovered(path: Path, variables: Sequence[str], t: np.ndarray, y_true: np.nd
             ax.plot(t, y_rec[:, i], **RECOVERED_STYLE)
         if y_refit is not None:
             ax.plot(t, y_refit[:, i], **REFITTED_STYLE)
-        _split_mark(ax, float(t[n_train - 1]) if len(t) > n_train else None)
+        _split_mark(ax, split)
         ax.set_ylabel(variables[i])
+    dist = axes[dim, 0]
+    for y, style in ((y_net, {**LEARNED_STYLE, "label": "network"}), (y_rec, RECOVERED_STYLE),
+                     (y_refit, REFITTED_STYLE)):
+        if y is not None:
+            # from the second time on: every path starts at the truth (distance 0)
+            dist.plot(t[1:], np.linalg.norm(y - y_true, axis=-1)[1:], **style)
+    dist.set_yscale("log")
+    dist.set_ylabel("distance\nfrom the truth")
+    if split is not None:
+        dist.axvline(split, color="grey", lw=0.8, ls=":", label="end of the data")
     axes[0, 0].set_title(title if y_rec is not None else f"{title} (recovered: diverged)")
-    axes[0, 0].legend(loc="best", fontsize=8)
+    handles = {}
+    for ax in axes[:, 0]:  # one legend for every panel, beside the figure
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(0.99, 0.97),
+               fontsize=8)
     axes[-1, 0].set_xlabel("t")
     save(fig, path)
 
@@ -187,6 +205,6 @@ def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
     for i, ax in enumerate(axes[:, 0]):
         ax.set_ylabel(variables[i])
     axes[0, 0].set_title(title)
-    axes[0, 0].legend(loc="best", fontsize=7)
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     axes[-1, 0].set_xlabel("t")
     save(fig, path, notice)

@@ -339,7 +339,8 @@ class Recovery:
     def figure(self, path: Path) -> None:
         from odecli.dynamics import plots
 
-        p, title = self.paths, f"{self.exp.name}: recovered equations against the data"
+        what = " (known part + missing term)" if self.target.known is not None else ""
+        p, title = self.paths, f"{self.exp.name}: recovered equations{what} against the data"
         if self.file_run:
             plots.recovered_parts(path, self.variables, p["parts"], p["dense"],
                                   p["dense_recovered"], p["dense_network"], p["n_train"], title,

@@ -29,7 +29,8 @@ from odecli.numerics import solve
 SOLVER = solve.SolverSpec("dopri5", "direct", rtol=1e-7, atol=1e-9,
                           options={"max_num_steps": 20000}, fast=False)
 MAX_ITERS = 100   # L-BFGS iterations ...
-MAX_EVALS = 150   # ... and solves of every trajectory (forward and back), at most
+MAX_EVALS = 150   # ... and solves of every trajectory (forward and back), at most: a hard
+                  # bound, counted here (torch's max_eval is checked between line searches)
 METHOD = ("L-BFGS (strong Wolfe line search) on the squared trajectory error over the "
           "training data, each variable scaled by its spread; the terms SINDy kept, "
           "from SINDy's values")
@@ -87,6 +88,10 @@ class _Failed(Exception):
     pass
 
 
+class _Budget(Exception):
+    pass
+
+
 def fit_to_data(field: PolynomialField, data: list[Trajectory], quiet: bool = True
                 ) -> Result:
     """Refit `field`'s nonzero coefficients to `data`; `field` ends at the best values.
@@ -116,6 +121,8 @@ def _fit(field: PolynomialField, data: list[Trajectory], bar: Any) -> Result:
 
     def loss() -> torch.Tensor:
         nonlocal evals
+        if evals >= MAX_EVALS:  # L-BFGS checks max_eval only between line searches
+            raise _Budget
         evals += 1
         total = torch.zeros((), dtype=torch.float64)
         try:
@@ -160,6 +167,8 @@ def _fit(field: PolynomialField, data: list[Trajectory], bar: Any) -> Result:
         opt.step(closure)
     except _Failed as e:  # a line search stepped too far: keep the best values so far
         stopped = str(e)
+    except _Budget:  # MAX_EVALS solves: the best values so far
+        stopped = f"the budget of {MAX_EVALS} solves was spent"
     finally:
         field.values.requires_grad_(False)
         for p in frozen:
