@@ -67,6 +67,23 @@ def test_the_solve_budget_is_a_hard_bound_and_the_best_values_are_kept(monkeypat
     assert res.loss_after < res.loss_before  # the line search's first steps already helped
 
 
+def test_a_trial_step_that_blows_up_is_retried_with_shorter_steps(monkeypatch):
+    """The first L-BFGS trial step fails (as a trial system that explodes does); the refit
+    goes on from the best values with a shorter step and still converges."""
+    data, real, calls = lotka_data(), refit.solve.solve, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the start is scored, then L-BFGS scores it, then the first trial
+            raise SolverError("solver failed: underflow in dt")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refit.solve, "solve", flaky)
+    wrong = TRUE * np.array([[1, 1.03, 1, 1, 0.97, 1], [1, 1, 1.02, 1, 1.04, 1]])
+    res = refit.fit_to_data(refit.PolynomialField(POWERS, wrong), [data])
+    assert len(calls) > 3 and res.stopped is None and np.allclose(res.coef, TRUE, atol=2e-4)
+
+
 def test_a_recovered_system_that_blows_up_is_one_line():
     data = lotka_data()
     blows = np.array([[0, 0, 0, 5.0, 0, 0], [0, 0, 0, 0, 0, 5.0]])  # x' = 5 x^2: t* = 0.2

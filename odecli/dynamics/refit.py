@@ -28,7 +28,8 @@ from odecli.numerics import solve
 # The recovered system's trajectory: tight enough to compare with the data, bounded work.
 SOLVER = solve.SolverSpec("dopri5", "direct", rtol=1e-7, atol=1e-9,
                           options={"max_num_steps": 20000}, fast=False)
-MAX_ITERS = 100   # L-BFGS iterations ...
+LEARNING_RATES = (1.0, 0.1, 0.01)  # L-BFGS's step scale, shorter after a trial step blows up
+MAX_ITERS = 100   # L-BFGS iterations (per attempt) ...
 MAX_EVALS = 150   # ... and solves of every trajectory (forward and back), at most: a hard
                   # bound, counted here (torch's max_eval is checked between line searches)
 METHOD = ("L-BFGS (strong Wolfe line search) on the squared trajectory error over the "
@@ -51,11 +52,14 @@ class PolynomialField(nn.Module):
         self.register_buffer("kept", full != 0)
         self.register_buffer("frame", torch.zeros_like(full))
         self.values = nn.Parameter(full[full != 0].clone(), requires_grad=False)
+        # each value is `values * unit`: the refit works in units of the starting magnitudes,
+        # so coefficients of 13 and of 0.007 move on the same scale
+        self.register_buffer("unit", torch.ones_like(self.values))
         self.known = known
 
     @property
     def coef(self) -> torch.Tensor:
-        return self.frame.masked_scatter(self.kept, self.values)
+        return self.frame.masked_scatter(self.kept, self.values * self.unit)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         theta = torch.prod(y.unsqueeze(-2) ** self.powers, dim=-1)
@@ -139,12 +143,8 @@ def _fit(field: PolynomialField, data: list[Trajectory], bar: Any) -> Result:
         bar.update(evals, loss=best["loss"])
         return value
 
-    opt = torch.optim.LBFGS([field.values], lr=1.0, max_iter=MAX_ITERS, max_eval=MAX_EVALS,
-                            history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-12, tolerance_change=1e-15)
-
     def closure() -> torch.Tensor:
-        opt.zero_grad()
+        field.values.grad = None
         value = loss()
         value.backward()
         return value
@@ -156,6 +156,10 @@ def _fit(field: PolynomialField, data: list[Trajectory], bar: Any) -> Result:
         raise SolverError(f"the recovered system cannot be solved over the data: {e}",
                           "lower --threshold or --degree, or recover a run that "
                           "fits") from None
+    with torch.no_grad():  # refit in units of the starting magnitudes (PolynomialField)
+        field.unit.copy_(field.values.abs())
+        field.values.copy_(torch.sign(field.values))
+        best["values"] = field.values.detach().clone()
     # only the recovered coefficients move: the known equations' parameters stay as trained
     frozen = [p for p in (field.known.parameters() if field.known is not None else ())
               if p.requires_grad]
@@ -164,17 +168,27 @@ def _fit(field: PolynomialField, data: list[Trajectory], bar: Any) -> Result:
         for p in frozen:
             p.requires_grad_(False)
         field.values.requires_grad_(True)
-        opt.step(closure)
-    except _Failed as e:  # a line search stepped too far: keep the best values so far
-        stopped = str(e)
+        for lr in LEARNING_RATES:
+            try:
+                torch.optim.LBFGS([field.values], lr=lr, max_iter=MAX_ITERS,
+                                  max_eval=MAX_EVALS, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                                  tolerance_change=1e-15).step(closure)
+                stopped = None
+                break
+            except _Failed as e:  # a trial step blew the system up: from the best values
+                stopped = str(e)  # so far, again with shorter steps
+                with torch.no_grad():
+                    field.values.copy_(best["values"])
     except _Budget:  # MAX_EVALS solves: the best values so far
         stopped = f"the budget of {MAX_EVALS} solves was spent"
     finally:
         field.values.requires_grad_(False)
         for p in frozen:
             p.requires_grad_(True)
-        with torch.no_grad():
-            field.values.copy_(best["values"])
+        with torch.no_grad():  # back to plain coefficients
+            field.values.copy_(best["values"] * field.unit)
+            field.unit.fill_(1.0)
     bar.update(MAX_EVALS, loss=best["loss"], solves=evals)  # done: converged or at the bound
     return Result(field.coef.detach().cpu().numpy(), before, best["loss"], evals,
                   time.perf_counter() - start, stopped)
