@@ -200,8 +200,9 @@ def recovered_parts(path: Path, variables: Sequence[str], parts: Sequence[Any],
                 ax.plot(curves[k].t, y_rec[k][:, i], color=c, lw=1.6,
                         label="recovered equations" if i == 0 and k == 0 else None)
             if y_refit is not None and y_refit[k] is not None:
-                ax.plot(curves[k].t, y_refit[k][:, i], color="black", lw=1.0, ls=":",
-                        label=REFITTED_STYLE["label"] if i == 0 and k == 0 else None)
+                ax.plot(curves[k].t, y_refit[k][:, i],
+                        **{**REFITTED_STYLE, "label": REFITTED_STYLE["label"]
+                           if i == 0 and k == 0 else None})
     for i, ax in enumerate(axes[:, 0]):
         ax.set_ylabel(variables[i])
     axes[0, 0].set_title(title)

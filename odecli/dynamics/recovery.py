@@ -23,8 +23,6 @@ from odecli.numerics import solve
 
 FIGURE = "recover.png"
 FEW = 5  # samples per library term below which recover.json warns the fit is thin
-SOLVER = refit.SOLVER
-PolynomialField = refit.PolynomialField
 
 
 @dataclass
@@ -95,7 +93,7 @@ def integrate(fld: nn.Module, y0: np.ndarray, t: np.ndarray) -> np.ndarray | Non
         with torch.no_grad():
             out = solve.solve(fld, torch.as_tensor(y0, dtype=torch.float64).unsqueeze(0),
                               torch.as_tensor(t, dtype=torch.float64),
-                              SOLVER, grad=False)
+                              refit.SOLVER, grad=False)
     except SolverError:
         return None
     path = out[:, 0].cpu().numpy()
@@ -143,14 +141,14 @@ class Recovery:
         self.target = target(exp)
         self.fit = recover.fit(self.target.y, self.target.rates, self.variables, degree,
                                threshold)
-        self.field = PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
+        self.field = refit.PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
         # SINDy's values refitted to the observed trajectories (refit.py says why)
         self.refit: refit.Result | None = None
         self.refitted: recover.Fit | None = None
-        self.refitted_field: PolynomialField | None = None
+        self.refitted_field: refit.PolynomialField | None = None
         self.refit_failed: str | None = None
         if refit_to_data and self.fit.coef.any():
-            fld = PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
+            fld = refit.PolynomialField(self.fit.powers, self.fit.coef, self.target.known)
             try:
                 self.refit = refit.fit_to_data(fld, self._observed(), quiet)
             except SolverError as e:  # SINDy's system itself fails over the data
