@@ -57,7 +57,7 @@ def test_spurious_missed_and_outside_terms_are_named():
 def test_a_library_too_large_is_refused_before_it_is_built():
     from odecli.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="has 6545 terms .at most 2000.; lower --degree"):
+    with pytest.raises(ConfigError, match="has 6545 terms .at most 2000.; lower the degree"):
         recover.fit(np.zeros((3, 32)), np.zeros((3, 32)), [f"x{i}" for i in range(32)], 3,
                     0.2)
 
@@ -165,7 +165,15 @@ def test_a_data_file_run_is_recovered_in_the_files_units_and_names(tmp_path):
     assert s["equations"][0].startswith("hare' = ")
     assert "fully observed rows of the data file's training part" in s["sampled"]
     assert s["samples"] == 16 and "note" not in s  # 16 rows, 3 terms
-    assert "only 16 samples for 6 terms" in model.recover(degree=2).summary()["note"]
+    note = model.recover(degree=2).summary()["note"]
+    assert "only 16 samples for 6 terms" in note and "--" not in note
+    # the Python API names its own arguments, not the command's flags
+    from odecli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^degree must be an integer from 1 to 5, got 0$"):
+        model.recover(degree=0)
+    with pytest.raises(ConfigError, match=r"^threshold must be a number in \[0, 1\)"):
+        model.recover(threshold=1.5)
     # the rates regressed are the field in the file's units (pelts per year)
     rates = model.f(0.0, r.target.y)
     assert np.allclose(r.target.rates, rates)

@@ -45,7 +45,7 @@ def recover_run(run: str, degree: int, threshold: float, out: str | None = None,
     from odecli.launch import resume as resume_mod
     from odecli.launch.run_folders import stored_command
 
-    recover.check_options(degree, threshold)
+    recover.check_options(degree, threshold, prefix="--")
     recover.pysindy()
     run_dir = resume_mod.run_folder(run, need_checkpoint=False)
     made_by = stored_command(run_dir) or "train"

@@ -32,14 +32,16 @@ MAX_TERMS = 2000           # library columns (variables and degree bound it)
 INSTALL = "pip install odecli[recover]"
 
 
-def check_options(degree: int, threshold: float) -> None:
-    """The range rules of `--degree` and `--threshold` (one line each)."""
+def check_options(degree: int, threshold: float, prefix: str = "") -> None:
+    """The range rules of the degree and the threshold (one line each), named as the caller
+    spells them: `odecli recover` passes prefix "--", the Python API none."""
     lo, hi = DEGREES
     if isinstance(degree, bool) or not isinstance(degree, int) or not lo <= degree <= hi:
-        raise ConfigError(f"--degree must be an integer from {lo} to {hi}, got {degree!r}")
+        raise ConfigError(f"{prefix}degree must be an integer from {lo} to {hi}, got "
+                          f"{degree!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
             math.isfinite(threshold) and 0 <= threshold < 1):
-        raise ConfigError(f"--threshold must be a number in [0, 1) (a share of each "
+        raise ConfigError(f"{prefix}threshold must be a number in [0, 1) (a share of each "
                           f"equation's RMS rate over the data), got {threshold!r}")
 
 
@@ -88,7 +90,7 @@ def fit(y: np.ndarray, rates: np.ndarray, names: Sequence[str], degree: int,
     terms = math.comb(y.shape[1] + degree, degree)  # monomials of degree <= `degree`
     if terms > MAX_TERMS:
         raise ConfigError(f"a degree-{degree} library of {y.shape[1]} variables has "
-                          f"{terms} terms (at most {MAX_TERMS}); lower --degree")
+                          f"{terms} terms (at most {MAX_TERMS}); lower the degree")
     lib = ps.PolynomialLibrary(degree=degree).fit(y)
     theta = np.asarray(lib.transform(y), dtype=np.float64)
     col = np.sqrt((theta**2).mean(0))

@@ -300,7 +300,7 @@ class Recovery:
         }
         if len(self.target.y) < FEW * len(self.fit.terms):
             out["note"] = (f"only {len(self.target.y)} samples for {len(self.fit.terms)} "
-                           "terms: the fit is barely determined (lower --degree, or more "
+                           "terms: the fit is barely determined (a lower degree, or more "
                            "data)")
         if self.target.known is not None:
             out["known_equations"] = self.target.known.describe()
