@@ -54,7 +54,11 @@ def run(command: str, overrides: Sequence[str] = (), run_dir: str | Path | None 
     if run_dir is not None:
         if "hydra.run.dir" in ov.keys(args):
             raise OdecliError("give the run folder as run_dir or as hydra.run.dir, not both")
-        args.append(f"hydra.run.dir={ov.quote(str(Path(run_dir).expanduser().resolve()))}")
+        folder = str(Path(run_dir).expanduser().resolve())
+        if "${" in folder:  # Hydra stores the folder in its config, where `${` interpolates
+            raise OdecliError(f"run_dir cannot hold '${{' (Hydra would read an "
+                              f"interpolation in it): {folder}")
+        args.append(f"hydra.run.dir={ov.quote(folder)}")
     outcome = bridge.launch(cmd.name, args, keep_trained=True)
     if not outcome.trained:  # cannot happen for a run that finished in this process
         raise OdecliError(f"odecli {cmd.name} produced no trained model")

@@ -69,6 +69,10 @@ def test_a_given_folder_leaves_nothing_in_the_working_directory(tmp_path, monkey
     r = odecli.run("train", [*FAST, "plots.enabled=false"], run_dir=folder)
     assert r.run_dir == folder.resolve() and (folder / "metrics.json").is_file()
     assert list(cwd.iterdir()) == []
+    # Hydra keeps the folder in its config, where `${` would interpolate: refused up front
+    with pytest.raises(odecli.OdecliError, match=r"run_dir cannot hold '\$\{'"):
+        odecli.run("train", [*FAST], run_dir=tmp_path / "a${oc.env:HOME}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "it's mine"]
 
 
 def test_compose_checks_like_the_cli_and_writes_nothing(outputs):
