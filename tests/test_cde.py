@@ -438,3 +438,31 @@ def test_an_ema_run_trains_and_its_averaged_weights_are_evaluated(cli, outputs, 
     assert res.exit_code == 0, res.stderr
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert ev["test_accuracy"] == pytest.approx(m["test_accuracy"])
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_tests_and_saves_the_best_or_the_final_state(tmp_path, monkeypatch, keep):
+    """Iteration 2's evaluation is made the best of two: keep=best tests and saves its
+    state, keep=last the final one; both report iteration 2 as the best evaluation."""
+    import odecli
+    from odecli.engine import rundir
+
+    evaluate = CDEExperiment.evaluate
+
+    def rigged(self):
+        return {**evaluate(self), "score": 0.0 if self.steps == 2 else 1.0}
+
+    monkeypatch.setattr(CDEExperiment, "evaluate", rigged)
+    r = odecli.run("cde", [*QUICK, f"train.keep={keep}", "plots.enabled=false"],
+                   run_dir=tmp_path / keep)
+    assert r.metrics["best_iteration"] == 2 and r.metrics["iterations"] == 4
+    state = torch.load(r.run_dir / rundir.CHECKPOINT, weights_only=False)
+    final = state["modules"]["model"]
+    tested = final if keep == "last" else state["best"]["model"]
+    assert (state["best"] is None) == (keep == "last")
+    if keep == "best":
+        assert not all(torch.equal(tested[k], final[k]) for k in final)
+    loaded = odecli.load(r.run_dir).experiment
+    assert all(torch.equal(v, tested[k]) for k, v in loaded.model.state_dict().items())
+    exp = loaded
+    assert exp.score(exp.data.test)["accuracy"] == r.metrics["test_accuracy"]

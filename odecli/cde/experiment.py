@@ -1,9 +1,10 @@
 """`odecli cde`: a neural CDE (or a baseline) classifying irregular, partly missing series.
 
 The engine trains (cross-entropy on random batches of training series), evaluates on the
-validation series every `train.test_freq` iterations and keeps the best state; the test scores
-the test series: accuracy, per-class accuracy and the confusion matrix. The data's protocol
-(points dropped, channels, the re-split) is odecli.cde.data; the models odecli.cde.models.
+validation series every `train.test_freq` iterations (the best state is kept with
+train.keep=best; the default tests the final one); the test scores the test series:
+accuracy, per-class accuracy and the confusion matrix. The data's protocol (points dropped,
+channels, the re-split) is odecli.cde.data; the models odecli.cde.models.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def check(cfg: DictConfig) -> dict[str, Any]:
 
 
 class CDEExperiment(NumpyBatches, Experiment):
-    """Cross-entropy on random training batches; the best validation error is kept."""
+    """Cross-entropy on random training batches; the final state is tested (train.keep=last)
+    or the one with the best validation error."""
 
     command: ClassVar[str] = "cde"
     track_best: ClassVar[bool] = True
@@ -63,6 +65,7 @@ class CDEExperiment(NumpyBatches, Experiment):
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__(cfg, run_dir)
         self.configure(check(cfg), log)
+        self.restore_best = self.opts["keep"] == "best"
         s, rt = self.settings, self.rt
         self.data = d = data_mod.load(s["data"], self.seed)
         self.name, self.citation = d.name, d.citation

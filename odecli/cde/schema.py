@@ -62,6 +62,7 @@ TRAIN = engine.TRAIN.extend({
     "noise": Float(0),
     "label_smoothing": Float(0, 1, high_open=True),  # of the training cross-entropy
     "ema": Float(0, 1, high_open=True),  # decay of the scored weights' moving average (0: off)
+    "keep": Choice("best", "last"),  # the state tested: best validation, or the final one
 })
 
 CONFIG = engine.RUN.extend({

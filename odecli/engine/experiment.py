@@ -32,6 +32,9 @@ class Experiment:
     command: ClassVar[str] = ""  # the CLI command, as written in metrics.json
     # Keep the state with the lowest evaluation "score" and restore it before the test.
     track_best: ClassVar[bool] = False
+    # With track_best, False reports the best score and its iteration but tests and saves
+    # the final state (an experiment may set it per run, as `odecli cde train.keep=last`).
+    restore_best: bool = True
     evaluate_at_start: ClassVar[bool] = False  # a history row before the first step
     # hydra/launcher=ensemble: the family's batched members (odecli.engine.ensemble.Batch,
     # with `unfit(cfg)` and `member_keys`), or None: every job runs alone

@@ -115,8 +115,9 @@ class Engine:
         self.trackers.evaluation(self.iteration, row)
         if self.exp.track_best and ev["score"] < self.best_score:
             self.best_score, self.best_iteration = ev["score"], self.iteration
-            self.best = {k: copy.deepcopy(m.state_dict())
-                         for k, m in self.exp.modules().items()}
+            if self.exp.restore_best:
+                self.best = {k: copy.deepcopy(m.state_dict())
+                             for k, m in self.exp.modules().items()}
         self.exp.on_evaluation(self.iteration, ev)
         log.info("iter %d  loss %s  %s", self.iteration, "-" if loss is None else f"{loss:.4g}",
                  "  ".join(f"{k} {v:.4g}" for k, v in ev.items()
