@@ -12,16 +12,32 @@ from odecli.errors import OdecliError
 
 
 def config_dir() -> Path:
-    """The configs/ tree: packaged as `odecli.configs`, or beside the package in a checkout."""
+    """The configs/ tree: the one of the source checkout the code was imported from, else
+    the packaged `odecli.configs`. A checkout's own tree comes first because an editable
+    install maps `odecli.configs` to the checkout it was made from: a second checkout (a git
+    worktree) run with that environment would otherwise run its own code on the first
+    checkout's configs, silently."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "configs" / "train.yaml").exists() and _is_odecli_project(checkout):
+        return checkout / "configs"
     spec = importlib.util.find_spec("odecli.configs")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             if (Path(location) / "train.yaml").exists():
                 return Path(location)
-    here = Path(__file__).resolve().parents[1] / "configs"
-    if (here / "train.yaml").exists():
-        return here
+    if (checkout / "configs" / "train.yaml").exists():
+        return checkout / "configs"
     raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")
+
+
+def _is_odecli_project(folder: Path) -> bool:
+    """Whether folder is odecli's source tree (its pyproject.toml names the project), so
+    that a stray configs/ beside an installed package (site-packages) is never taken."""
+    try:
+        text = (folder / "pyproject.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return 'name = "odecli"' in text
 
 
 def resolved(value: str | Path) -> Path:

@@ -61,3 +61,33 @@ def test_every_module_imports():
     assert len(names) > 80 and "odecli.cde.models" in names
     for name in names:
         importlib.import_module(name)
+
+
+def _tree(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "train.yaml").write_text("quiet: false\n")
+    return folder
+
+
+def test_code_from_a_checkout_reads_that_checkout_s_configs(tmp_path, monkeypatch):
+    # An editable install maps odecli.configs to the checkout it was made from; code imported
+    # from a second checkout (a git worktree) must not run on the first one's configs.
+    import importlib.machinery
+    import importlib.util
+
+    from odecli import paths
+
+    first = _tree(tmp_path / "first" / "configs")
+    spec = importlib.machinery.ModuleSpec("odecli.configs", None, is_package=True)
+    spec.submodule_search_locations = [str(first)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    second = tmp_path / "second"
+    _tree(second / "configs")
+    (second / "pyproject.toml").write_text('[project]\nname = "odecli"\n')
+    monkeypatch.setattr(paths, "__file__", str(second / "odecli" / "paths.py"))
+    assert paths.config_dir() == second / "configs"
+    # installed: a stray configs/ beside the package (site-packages) is not a checkout
+    site = tmp_path / "site-packages"
+    _tree(site / "configs")
+    monkeypatch.setattr(paths, "__file__", str(site / "odecli" / "paths.py"))
+    assert paths.config_dir() == first
