@@ -27,19 +27,21 @@ SCRIPT = r"""
 import json, sys, time
 import numpy as np, torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+import odecli
 from odecli.cde import data as data_mod, models
 from odecli.numerics.solve import SolverSpec
 a = json.loads(sys.argv[1])
 torch.manual_seed(0); torch.set_num_threads(a["threads"])
-node = {"name": "japanese_vowels", "drop": 0.0, "time_channel": True, "mask_channel": False,
-        "val_fraction": 0.15, "test_fraction": 0.15}
+cfg = odecli.compose("cde", [])  # `odecli cde`'s defaults, from its configs
+node = OmegaConf.to_container(cfg.data, resolve=True)
 d = data_mod.load(node, 0)
 rows = d.train[: a["batch"]]
 L = a["length"]
 x = models.resample(d.x[rows], d.t, L).reshape(len(rows), L, -1)  # equal length L
 t = np.arange(L, dtype=np.float64)
-path = data_mod.path_channels(x, t, float(L - 1), True, False)
-m = {"hidden": 32, "width": 64, "layers": 2, "interpolation": "hermite"}
+path = data_mod.path_channels(x, t, float(L - 1), node["time_channel"], node["mask_channel"])
+m = OmegaConf.to_container(cfg.model, resolve=True)
 model = models.NeuralCDE(m, path.shape[-1], d.n_classes)
 tt = torch.as_tensor(t, dtype=torch.float32)
 feats = model.features(torch.as_tensor(path, dtype=torch.float32),
