@@ -466,3 +466,26 @@ def test_keep_tests_and_saves_the_best_or_the_final_state(tmp_path, monkeypatch,
     assert all(torch.equal(v, tested[k]) for k, v in loaded.model.state_dict().items())
     exp = loaded
     assert exp.score(exp.data.test)["accuracy"] == r.metrics["test_accuracy"]
+
+
+@pytest.mark.parametrize("gradient,evaluations", [("direct", 4), ("checkpoint", 8)])
+def test_the_memory_benchmark_runs_on_today_s_configs(gradient, evaluations):
+    """benchmarks/cde_memory.py's step (without its slow every-block-mmapped allocator) on
+    the configs as they are: it once fell behind them unnoticed. rk4 with one step per grid
+    interval is 4 evaluations a step forward, and checkpoint replays each step once more."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = REPO / "benchmarks" / "cde_memory.py"
+    spec = importlib.util.spec_from_file_location("cde_memory", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = {"gradient": gradient, "length": 6, "batch": 4, "threads": 1}
+    out = subprocess.run([sys.executable, "-c", bench.SCRIPT, json.dumps(args)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["nfe"] == evaluations * (6 - 1)
