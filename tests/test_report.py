@@ -334,3 +334,22 @@ def test_report_shows_the_vae_metrics(cli, tmp_path, fmt, saved_figures):
     (ax,) = saved_figures["report_loss.png"].axes
     assert sorted(line.get_label() for line in ax.get_lines()) == [
         "train.lr=1e-3", "train.lr=3e-3"]
+
+
+def test_report_figures_credit_the_data_of_the_runs_they_draw(cli, tmp_path, saved_figures):
+    ecg = "MIT-BIH Arrhythmia Database (PhysioNet, ODC-By 1.0)"
+    s = tmp_path / "sweep"
+    make_run(s / "0", "ecg-vae", overrides=("seed=0",), data_license=ecg)
+    make_run(s / "1", "ecg-vae", overrides=("seed=1",), data_license=ecg)
+    make_run(s / "2", "spiral-vae", overrides=("seed=2",))  # synthetic: no credit
+    res = cli("report", str(s))
+    assert res.exit_code == 0, res.stderr
+    for name in ("report_error.png", "report_loss.png"):
+        texts = [t.get_text() for t in saved_figures[name].texts]
+        assert texts == [ecg], name  # once, though two runs carry it
+    assert (s / "report.md").read_text().endswith(f"\nData: {ecg}\n")
+    make_run(tmp_path / "plain" / "0", "spiral-vae")
+    saved_figures.clear()
+    assert cli("report", str(tmp_path / "plain")).exit_code == 0
+    assert saved_figures["report_loss.png"].texts == []
+    assert "Data:" not in (tmp_path / "plain" / "report.md").read_text()

@@ -179,12 +179,21 @@ def loss_curves(items: list[Run]) -> dict[str, dict[int, float]]:
     return {name: pts for name, pts in curves.items() if pts}
 
 
+def credits(items: list[Run]) -> str | None:
+    """The data credits of the runs drawn (each run's `data_license`, once each, in run
+    order), for the figures' footer: a figure credits the sources its numbers came from."""
+    found = [r.metrics.get("data_license") for r in items]
+    unique = list(dict.fromkeys(c for c in found if isinstance(c, str) and c))
+    return "; ".join(unique) or None
+
+
 def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[Path]:
     """Error per configuration (seeds as dots, mean and std across seeds) and loss curves
     overlaid (mean line and std band where seeds were swept)."""
     import numpy as np
 
     plt = pyplot()
+    notice = credits(items)
 
     groups: dict[str, list[Run]] = {}
     for r in items:
@@ -212,7 +221,7 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
             ax.set_yscale("log")
         ax.set_title(f"{metric} per configuration\n(square: mean and std; dots: each run)",
                      fontsize=10)
-        written.append(_save(fig, out / FIGURES[0]))
+        written.append(_save(fig, out / FIGURES[0], notice))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     by_run = loss_curves(items)
     drawn, positive = False, True
@@ -240,14 +249,14 @@ def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[P
             ax.set_yscale("log")
         ax.legend(fontsize=7)
     ax.set_title("training loss (mean and std across seeds)")
-    return [*written, _save(fig, out / FIGURES[1])]
+    return [*written, _save(fig, out / FIGURES[1], notice)]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, notice: str | None = None) -> Path:
     with warnings.catch_warnings():  # long labels: the tight bounding box of save() fits them
         warnings.filterwarnings("ignore", message="Tight layout not applied")
         fig.tight_layout()
-    save(fig, path)
+    save(fig, path, notice)
     return path
 
 
@@ -282,8 +291,10 @@ def report(paths: list[str], sort: str | None = None, descending: bool = False,
     runs.atomic_write_bytes(written[0], csv_text(table).encode())
     title = f"# odecli report: {len(items)} runs, sorted by {sort_key or 'run'}\n\n"
     searches = search_results(paths)
+    credit = credits(items)
     runs.atomic_write_bytes(written[1], (title + markdown_table(table)
-                                         + "".join(f"\n{s}\n" for s in searches)).encode())
+                                         + "".join(f"\n{s}\n" for s in searches)
+                                         + (f"\nData: {credit}\n" if credit else "")).encode())
     metric = sort_key if sort_key in metric_cols else next(
         (m for m in DEFAULT_SORT if any(m in r.metrics for r in items)), "")
     if plots:
