@@ -103,7 +103,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
                   "odecli cde cde_data=uea data.dir=path/to/uea"),
         details=("Data: UEA JapaneseVowels (shipped), spirals, or any folder of UEA .ts "
                  "files; data.drop removes that fraction of each series' points.",
-                 "Compare a sweep: odecli report multirun/DATE/TIME"),
+                 "Compare a sweep: odecli report outputs/multirun/DATE/TIME"),
         tag_group="cde_model"),
 )}
 

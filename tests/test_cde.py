@@ -277,6 +277,16 @@ def test_nearest_neighbour_is_brute_force_1nn_on_resampled_series():
     assert pred.tolist() == y[nearest].tolist()
 
 
+def test_per_class_counts_the_true_class_and_an_absent_class_has_no_accuracy():
+    from odecli.cde.experiment import per_class
+
+    confusion = np.array([[3, 1, 0], [2, 2, 0], [0, 0, 0]])  # rows: true; "c" never in test
+    rows = per_class(confusion, ["a", "b", "c"])
+    assert rows == [{"class": "a", "n": 4, "correct": 3, "accuracy": 0.75},
+                    {"class": "b", "n": 4, "correct": 2, "accuracy": 0.5},
+                    {"class": "c", "n": 0, "correct": 0, "accuracy": None}]
+
+
 # ------------------------------------------------------------------------------ runs
 
 def test_cde_run_files_eval_load_and_report(cli, outputs, tmp_path):

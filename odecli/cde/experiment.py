@@ -48,6 +48,19 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     return settings
 
 
+def per_class(confusion: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Test series, correct and accuracy per class (rows of the confusion matrix: the true
+    class). A class without test series has no accuracy (None: empty in the CSV, null in
+    metrics.json), not 0."""
+    rows = []
+    for k, name in enumerate(classes):
+        n = int(confusion[k].sum())
+        correct = int(confusion[k, k])
+        rows.append({"class": name, "n": n, "correct": correct,
+                     "accuracy": correct / n if n else None})
+    return rows
+
+
 class CDEExperiment(NumpyBatches, Experiment):
     """Cross-entropy on random training batches; the final state is tested (train.keep=last)
     or the one with the best validation error."""
@@ -195,11 +208,7 @@ class CDEExperiment(NumpyBatches, Experiment):
         truth = d.y[d.test]
         self._confusion = np.zeros((d.n_classes, d.n_classes), dtype=np.int64)
         np.add.at(self._confusion, (truth, ref["pred"]), 1)
-        self._per_class = [
-            {"class": c, "n": int((truth == k).sum()),
-             "correct": int(self._confusion[k, k]),
-             "accuracy": float(self._confusion[k, k] / max((truth == k).sum(), 1))}
-            for k, c in enumerate(d.classes)]
+        self._per_class = per_class(self._confusion, d.classes)
         out: dict[str, Any] = {
             "test_accuracy": ref["accuracy"], "test_error": 1.0 - ref["accuracy"],
             "test_loss": ref["loss"], "model": s["model"]["name"],
