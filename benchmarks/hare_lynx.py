@@ -56,7 +56,7 @@ def lotka_volterra_fit() -> dict:
     from scipy.optimize import least_squares
 
     from odecli.dynamics import datafile, tabular
-    from odecli.fields import yaml_node
+    from odecli.paths import yaml_node
 
     s = yaml_node("system/hare_lynx.yaml", "system")
     table = datafile.read(s)
