@@ -18,15 +18,17 @@ def config_dir() -> Path:
     worktree) run with that environment would otherwise run its own code on the first
     checkout's configs, silently."""
     checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "configs" / "train.yaml").exists() and _is_odecli_project(checkout):
-        return checkout / "configs"
+    own = checkout / "configs"
+    has_own = (own / "train.yaml").exists()
+    if has_own and _is_odecli_project(checkout):
+        return own
     spec = importlib.util.find_spec("odecli.configs")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             if (Path(location) / "train.yaml").exists():
                 return Path(location)
-    if (checkout / "configs" / "train.yaml").exists():
-        return checkout / "configs"
+    if has_own:
+        return own
     raise OdecliError("cannot find odecli's configs/ folder; reinstall odecli")
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import read_metrics, run_dirs
+from conftest import REPO, read_metrics, run_dirs
 from omegaconf import OmegaConf
 
 from odecli.cde import data as data_mod
 from odecli.cde import models, schema, tsfile
-from odecli.cde.experiment import CDEExperiment
+from odecli.cde.experiment import CDEExperiment, per_class
 from odecli.cli.configs_index import options
 from odecli.errors import OdecliError
 from odecli.launch.bridge import compose
@@ -278,8 +278,6 @@ def test_nearest_neighbour_is_brute_force_1nn_on_resampled_series():
 
 
 def test_per_class_counts_the_true_class_and_an_absent_class_has_no_accuracy():
-    from odecli.cde.experiment import per_class
-
     confusion = np.array([[3, 1, 0], [2, 2, 0], [0, 0, 0]])  # rows: true; "c" never in test
     rows = per_class(confusion, ["a", "b", "c"])
     assert rows == [{"class": "a", "n": 4, "correct": 3, "accuracy": 0.75},
@@ -486,8 +484,6 @@ def test_the_memory_benchmark_runs_on_today_s_configs(gradient, evaluations):
     import importlib.util
     import subprocess
     import sys
-
-    from conftest import REPO
 
     path = REPO / "benchmarks" / "cde_memory.py"
     spec = importlib.util.spec_from_file_location("cde_memory", path)

@@ -187,13 +187,13 @@ def credits(items: list[Run]) -> str | None:
     return "; ".join(unique) or None
 
 
-def figures(items: list[Run], keys: list[str], metric: str, out: Path) -> list[Path]:
+def figures(items: list[Run], keys: list[str], metric: str, out: Path,
+            notice: str | None = None) -> list[Path]:
     """Error per configuration (seeds as dots, mean and std across seeds) and loss curves
-    overlaid (mean line and std band where seeds were swept)."""
+    overlaid (mean line and std band where seeds were swept); notice: the data credit."""
     import numpy as np
 
     plt = pyplot()
-    notice = credits(items)
 
     groups: dict[str, list[Run]] = {}
     for r in items:
@@ -298,7 +298,7 @@ def report(paths: list[str], sort: str | None = None, descending: bool = False,
     metric = sort_key if sort_key in metric_cols else next(
         (m for m in DEFAULT_SORT if any(m in r.metrics for r in items)), "")
     if plots:
-        written += figures(items, keys, metric, out_dir)
+        written += figures(items, keys, metric, out_dir, credit)
     return "\n".join([text_table(table), *searches]), written
 
 
